@@ -1,0 +1,104 @@
+# Node configuration: a JSON file on flash, merged over defaults and validated as a whole, so a
+# bad field is reported by name and nothing of a half-valid config is ever applied.
+import json
+
+from sensornode import protocol
+
+CONFIG_FILE = "config.json"
+
+DEFAULTS = {
+    "site": "home",
+    "node": "",
+    "role": "garden",
+    "wifi": {"ssid": "", "password": ""},
+    "broker": {"host": "127.0.0.1", "port": 1883, "username": "", "password": "", "keepalive_s": 30},
+    "report_interval_s": 10,
+    "soil": {"dry_raw": 50000, "wet_raw": 24000},
+    "irrigation": {"max_run_s": 600},
+}
+
+
+class ConfigError(ValueError):
+    """A config field that cannot be used; the message names the field and the fix."""
+
+
+def _merge(defaults, given, where, errors):
+    merged = {}
+    for key in defaults:
+        merged[key] = defaults[key]
+    for key in given:
+        path = where + key
+        if key not in defaults:
+            errors.append("%s: unknown field; known fields here: %s" % (path, ", ".join(sorted(defaults))))
+            continue
+        if isinstance(defaults[key], dict):
+            if not isinstance(given[key], dict):
+                errors.append("%s: must be an object like %s" % (path, json.dumps(defaults[key])))
+                continue
+            merged[key] = _merge(defaults[key], given[key], path + ".", errors)
+        else:
+            merged[key] = given[key]
+    return merged
+
+
+def _check_int(errors, cfg, path, low, high):
+    value = _lookup(cfg, path)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        errors.append("%s: must be a whole number from %d to %d, got %r" % (path, low, high, value))
+
+
+def _check_text(errors, cfg, path, allow_empty=True):
+    value = _lookup(cfg, path)
+    if not isinstance(value, str) or (not allow_empty and not value):
+        errors.append("%s: must be %stext, got %r" % (path, "" if allow_empty else "non-empty ", value))
+
+
+def _lookup(cfg, path):
+    value = cfg
+    for part in path.split("."):
+        value = value[part]
+    return value
+
+
+def validate(given):
+    """Return the complete config (defaults filled in) or raise ConfigError listing every problem."""
+    if not isinstance(given, dict):
+        raise ConfigError("config: must be a JSON object")
+    errors = []
+    cfg = _merge(DEFAULTS, given, "", errors)
+    for field in ("site", "node"):
+        if not protocol.valid_name(cfg[field]):
+            errors.append("%s: %r is not a valid name; use 1-32 characters of a-z, 0-9, '-' or '_'"
+                          % (field, cfg[field]))
+    if cfg["role"] not in protocol.ROLES:
+        errors.append("role: must be one of %s, got %r" % (", ".join(protocol.ROLES), cfg["role"]))
+    _check_text(errors, cfg, "wifi.ssid")
+    _check_text(errors, cfg, "wifi.password")
+    _check_text(errors, cfg, "broker.host", allow_empty=False)
+    _check_int(errors, cfg, "broker.port", 1, 65535)
+    _check_text(errors, cfg, "broker.username")
+    _check_text(errors, cfg, "broker.password")
+    _check_int(errors, cfg, "broker.keepalive_s", 5, 600)
+    _check_int(errors, cfg, "report_interval_s", 1, 86400)
+    _check_int(errors, cfg, "soil.dry_raw", 0, 65535)
+    _check_int(errors, cfg, "soil.wet_raw", 0, 65535)
+    _check_int(errors, cfg, "irrigation.max_run_s", 1, protocol.MAX_IRRIGATE_S)
+    if not errors and cfg["soil"]["dry_raw"] <= cfg["soil"]["wet_raw"]:
+        errors.append("soil.dry_raw: must be above soil.wet_raw (capacitive probes read lower in "
+                      "wetter soil); recalibrate in dry and in saturated soil")
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return cfg
+
+
+def load(path=CONFIG_FILE):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise ConfigError("%s: cannot be read; write the node config there (see README, 'Node config')" % path)
+    try:
+        given = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError("%s: not valid JSON (%s)" % (path, exc))
+    return validate(given)

@@ -1,0 +1,291 @@
+# Wire protocol: topics and payloads, shared by the node firmware and the gateway.
+# docs/protocol.md is the prose spec; tests/vectors/protocol.json holds the vectors both
+# ends are tested against (under CPython and under the micropython interpreter).
+import json
+
+try:
+    from typing import Any
+except ImportError:
+    pass
+
+PROTOCOL_VERSION = 1
+TOPIC_ROOT = "nt"
+
+# Per-node topics under nt/<site>/<node>/
+STATUS = "status"
+TELEMETRY = "telemetry"
+EVENT = "event"
+CMD = "cmd"
+ACK = "ack"
+CONFIG = "config"
+NODE_TOPICS = (STATUS, TELEMETRY, EVENT, CMD, ACK, CONFIG)
+
+ROLES = ("garden", "drone")
+
+# Every reported quantity, with its unit. A name not listed here is refused by the decoder,
+# so a typo on a node shows up as a dead letter instead of a silently new column.
+QUANTITIES = {
+    "soil_moisture": "%",
+    "soil_raw": "adc_u16",
+    "pump": "on_off",
+}
+
+ACTIONS = ("irrigate",)
+MAX_IRRIGATE_S = 3600
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
+_MAX_NAME = 32
+
+
+class ProtocolError(ValueError):
+    """A payload or topic that does not follow the protocol; the message names the field."""
+
+
+def valid_name(name: object) -> bool:
+    if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME:
+        return False
+    for ch in name:
+        if ch not in _NAME_CHARS:
+            return False
+    return True
+
+
+def check_name(field: str, name: object) -> str:
+    if not valid_name(name):
+        raise ProtocolError(
+            "%s: %r is not a valid name; use 1-%d characters of a-z, 0-9, '-' or '_'"
+            % (field, name, _MAX_NAME)
+        )
+    return str(name)
+
+
+def node_topic(site: str, node: str, kind: str) -> str:
+    check_name("site", site)
+    check_name("node", node)
+    if kind not in NODE_TOPICS:
+        raise ProtocolError("topic kind: %r is not one of %s" % (kind, ", ".join(NODE_TOPICS)))
+    return "%s/%s/%s/%s" % (TOPIC_ROOT, site, node, kind)
+
+
+def site_filter(site: str, kind: str) -> str:
+    """Subscription filter for one kind of topic from every node of a site."""
+    check_name("site", site)
+    return "%s/%s/+/%s" % (TOPIC_ROOT, site, kind)
+
+
+def parse_topic(topic: str) -> tuple[str, str, str]:
+    """Split nt/<site>/<node>/<kind> into (site, node, kind)."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != TOPIC_ROOT:
+        raise ProtocolError("topic: %r is not of the form nt/<site>/<node>/<kind>" % topic)
+    site = check_name("topic site", parts[1])
+    node = check_name("topic node", parts[2])
+    if parts[3] not in NODE_TOPICS:
+        raise ProtocolError("topic: unknown kind %r in %r" % (parts[3], topic))
+    return site, node, parts[3]
+
+
+# ---- field checks -------------------------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return (isinstance(value, int) or isinstance(value, float)) and not isinstance(value, bool)
+
+
+def _field(obj: "dict[str, Any]", where: str, key: str) -> "Any":
+    if key not in obj:
+        raise ProtocolError("%s.%s: missing" % (where, key))
+    return obj[key]
+
+
+def _int_field(obj: "dict[str, Any]", where: str, key: str, low: int, high: int) -> int:
+    value = _field(obj, where, key)
+    if not _is_int(value) or not low <= value <= high:
+        raise ProtocolError("%s.%s: must be an integer in %d..%d, got %r" % (where, key, low, high, value))
+    return int(value)
+
+
+def _timestamp(obj: "dict[str, Any]", where: str) -> float:
+    value = _field(obj, where, "ts")
+    # 2001-09-09 .. 2286: rules out seconds-since-2000 clocks that were never set.
+    if not _is_number(value) or not 1e9 <= value < 1e10:
+        raise ProtocolError("%s.ts: must be Unix time in seconds, got %r" % (where, value))
+    return float(value)
+
+
+def _str_field(obj: "dict[str, Any]", where: str, key: str, max_len: int = 64) -> str:
+    value = _field(obj, where, key)
+    if not isinstance(value, str) or not 0 < len(value) <= max_len:
+        raise ProtocolError("%s.%s: must be a text of 1-%d characters, got %r" % (where, key, max_len, value))
+    return value
+
+
+def _load(payload: "bytes | str", where: str) -> "dict[str, Any]":
+    try:
+        text = payload.decode() if isinstance(payload, bytes) else payload
+        obj = json.loads(text)
+    except (ValueError, UnicodeError) as exc:
+        raise ProtocolError("%s: not JSON (%s)" % (where, exc))
+    if not isinstance(obj, dict):
+        raise ProtocolError("%s: must be a JSON object" % where)
+    version = obj.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError("%s.v: protocol version %r is not supported (expected %d)" % (where, version, PROTOCOL_VERSION))
+    return obj
+
+
+def _dump(obj: "dict[str, Any]") -> bytes:
+    obj["v"] = PROTOCOL_VERSION
+    return json.dumps(obj).encode()
+
+
+# ---- status (retained birth message and last will) ---------------------------------------
+
+
+def encode_status(online: bool, role: str = "", fw: str = "", board: str = "", uptime_s: int = 0,
+                  seq_next: int = 0, ts: float = 0.0) -> bytes:
+    if not online:
+        return _dump({"online": False})
+    return _dump({"online": True, "role": role, "fw": fw, "board": board, "uptime_s": uptime_s,
+                  "seq_next": seq_next, "ts": ts})
+
+
+def decode_status(payload: "bytes | str") -> "dict[str, Any]":
+    obj = _load(payload, "status")
+    online = _field(obj, "status", "online")
+    if not isinstance(online, bool):
+        raise ProtocolError("status.online: must be true or false, got %r" % (online,))
+    if not online:
+        return {"online": False}
+    role = _field(obj, "status", "role")
+    if role not in ROLES:
+        raise ProtocolError("status.role: must be one of %s, got %r" % (", ".join(ROLES), role))
+    return {
+        "online": True,
+        "role": role,
+        "fw": _str_field(obj, "status", "fw", 32),
+        "board": _str_field(obj, "status", "board", 32),
+        "uptime_s": _int_field(obj, "status", "uptime_s", 0, 2**31),
+        "seq_next": _int_field(obj, "status", "seq_next", 0, 2**53),
+        "ts": _timestamp(obj, "status"),
+    }
+
+
+# ---- telemetry ----------------------------------------------------------------------------
+
+
+def encode_telemetry(batch: "list[dict[str, Any]]") -> bytes:
+    """batch: [{"seq": int, "ts": float, "values": {quantity: number}}, ...]"""
+    return _dump({"batch": batch})
+
+
+def _decode_values(values: object, where: str) -> "dict[str, float]":
+    if not isinstance(values, dict) or not values:
+        raise ProtocolError("%s.values: must be a non-empty object of quantity: number" % where)
+    out = {}
+    for name, value in values.items():
+        if name not in QUANTITIES:
+            raise ProtocolError("%s.values.%s: unknown quantity (known: %s)" % (where, name, ", ".join(sorted(QUANTITIES))))
+        if not _is_number(value):
+            raise ProtocolError("%s.values.%s: must be a number, got %r" % (where, name, value))
+        out[name] = float(value)
+    return out
+
+
+def decode_telemetry(payload: "bytes | str") -> "list[dict[str, Any]]":
+    """Return the batch as [{"seq", "ts", "values"}]; the whole payload is refused if any entry is bad."""
+    obj = _load(payload, "telemetry")
+    batch = _field(obj, "telemetry", "batch")
+    if not isinstance(batch, list) or not batch:
+        raise ProtocolError("telemetry.batch: must be a non-empty list")
+    out = []
+    for i, entry in enumerate(batch):
+        where = "telemetry.batch[%d]" % i
+        if not isinstance(entry, dict):
+            raise ProtocolError("%s: must be an object" % where)
+        out.append({
+            "seq": _int_field(entry, where, "seq", 0, 2**53),
+            "ts": _timestamp(entry, where),
+            "values": _decode_values(_field(entry, where, "values"), where),
+        })
+    return out
+
+
+# ---- events -------------------------------------------------------------------------------
+
+EVENT_KINDS = ("actuator", "fault", "boot")
+
+
+def encode_event(seq: int, ts: float, kind: str, name: str, state: str, detail: str = "") -> bytes:
+    obj = {"seq": seq, "ts": ts, "kind": kind, "name": name, "state": state}
+    if detail:
+        obj["detail"] = detail
+    return _dump(obj)
+
+
+def decode_event(payload: "bytes | str") -> "dict[str, Any]":
+    obj = _load(payload, "event")
+    kind = _field(obj, "event", "kind")
+    if kind not in EVENT_KINDS:
+        raise ProtocolError("event.kind: must be one of %s, got %r" % (", ".join(EVENT_KINDS), kind))
+    detail = obj.get("detail", "")
+    if not isinstance(detail, str):
+        raise ProtocolError("event.detail: must be text, got %r" % (detail,))
+    return {
+        "seq": _int_field(obj, "event", "seq", 0, 2**53),
+        "ts": _timestamp(obj, "event"),
+        "kind": kind,
+        "name": _str_field(obj, "event", "name", 32),
+        "state": _str_field(obj, "event", "state", 32),
+        "detail": detail,
+    }
+
+
+# ---- commands and acks --------------------------------------------------------------------
+
+
+def encode_command(cmd_id: str, action: str, params: "dict[str, Any]", ts: float) -> bytes:
+    return _dump({"id": cmd_id, "action": action, "params": params, "ts": ts})
+
+
+def decode_command(payload: "bytes | str") -> "dict[str, Any]":
+    obj = _load(payload, "cmd")
+    cmd_id = _str_field(obj, "cmd", "id", 40)
+    action = _field(obj, "cmd", "action")
+    if action not in ACTIONS:
+        raise ProtocolError("cmd.action: must be one of %s, got %r" % (", ".join(ACTIONS), action))
+    params = _field(obj, "cmd", "params")
+    if not isinstance(params, dict):
+        raise ProtocolError("cmd.params: must be an object")
+    checked = {}
+    if action == "irrigate":
+        checked["seconds"] = _int_field(params, "cmd.params", "seconds", 1, MAX_IRRIGATE_S)
+    return {"id": cmd_id, "action": action, "params": checked, "ts": _timestamp(obj, "cmd")}
+
+
+ACK_RESULTS = ("started", "done", "refused", "error")
+
+
+def encode_ack(cmd_id: str, ok: bool, result: str, ts: float, detail: str = "") -> bytes:
+    obj = {"id": cmd_id, "ok": ok, "result": result, "ts": ts}
+    if detail:
+        obj["detail"] = detail
+    return _dump(obj)
+
+
+def decode_ack(payload: "bytes | str") -> "dict[str, Any]":
+    obj = _load(payload, "ack")
+    ok = _field(obj, "ack", "ok")
+    if not isinstance(ok, bool):
+        raise ProtocolError("ack.ok: must be true or false, got %r" % (ok,))
+    result = _field(obj, "ack", "result")
+    if result not in ACK_RESULTS:
+        raise ProtocolError("ack.result: must be one of %s, got %r" % (", ".join(ACK_RESULTS), result))
+    detail = obj.get("detail", "")
+    if not isinstance(detail, str):
+        raise ProtocolError("ack.detail: must be text, got %r" % (detail,))
+    return {"id": _str_field(obj, "ack", "id", 40), "ok": ok, "result": result,
+            "ts": _timestamp(obj, "ack"), "detail": detail}
