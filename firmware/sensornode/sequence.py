@@ -6,6 +6,8 @@
 import json
 import os
 
+from sensornode import compat
+
 BLOCK = 64
 
 
@@ -21,12 +23,20 @@ class Sequence:
     def _load_reserved(self):
         try:
             with open(self._path) as f:
-                value = json.loads(f.read())["reserved"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return 0
-        if isinstance(value, int) and value >= 0:
+                text = f.read()
+        except OSError:
+            return 0  # first boot
+        try:
+            value = json.loads(text)["reserved"]
+        except (ValueError, KeyError, TypeError):
+            value = None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
-        return 0
+        # A damaged file must not restart at 0: the gateway would take the new readings for
+        # duplicates of old ones. Jump past anything plausible, using the clock as a floor.
+        floor = int(compat.unix_time()) * 1000
+        print("[node] seq file damaged; continuing from", floor)
+        return floor
 
     def _reserve(self):
         self._reserved = self._next + self._block
