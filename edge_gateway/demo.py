@@ -1,0 +1,183 @@
+"""`neoterra demo`: a broker, the gateway and three emulated garden nodes, with live readings.
+
+Every part runs in its own process and is stopped by PID on Ctrl-C (or after --duration), so
+the demo leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from edge_gateway.embedded_broker import READY_LINE
+from edge_gateway.emulator import EmulatedNode
+from edge_gateway.netutil import free_port, parse_broker, wait_port
+
+DEMO_SITE = "demo"
+# Three beds that start at different moisture and dry at different speeds, so the readings
+# visibly differ and move.
+BEDS: list[tuple[str, dict[str, float]]] = [
+    ("bed-1", {"soil_moisture": 62.0, "evaporation_pct_per_s": 0.05}),
+    ("bed-2", {"soil_moisture": 41.0, "evaporation_pct_per_s": 0.15}),
+    ("bed-3", {"soil_moisture": 23.0, "evaporation_pct_per_s": 0.10}),
+]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def node_config(node: str, host: str, port: int, report_interval_s: int) -> dict[str, Any]:
+    return {
+        "site": DEMO_SITE,
+        "node": node,
+        "role": "garden",
+        "wifi": {"ssid": "demo-garden", "password": "emulated"},
+        "broker": {"host": host, "port": port, "keepalive_s": 15},
+        "report_interval_s": report_interval_s,
+    }
+
+
+def start_embedded_broker(port: int, log_path: Path) -> subprocess.Popen[str]:
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_gateway.embedded_broker", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # the broker prints one line once it listens, or exits
+    if READY_LINE not in line:
+        proc.wait(timeout=10)
+        raise RuntimeError(f"embedded broker did not start; see {log_path}")
+    return proc
+
+
+def start_gateway(host: str, port: int, db: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    log = log_path.open("w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge_gateway", "gateway", "run", "--broker", f"{host}:{port}",
+         "--site", DEMO_SITE, "--db", str(db)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def latest_by_node(db: Path) -> dict[str, dict[str, float]]:
+    """The newest value of each quantity per node, read straight from the gateway's store."""
+    if not db.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+    try:
+        rows = conn.execute(
+            "SELECT r.node, r.quantity, r.value FROM readings r JOIN ("
+            " SELECT node, quantity, MAX(seq) AS seq FROM readings GROUP BY node, quantity"
+            ") m ON r.node = m.node AND r.quantity = m.quantity AND r.seq = m.seq"
+        ).fetchall()
+        counts = dict(conn.execute("SELECT node, COUNT(DISTINCT seq) FROM readings GROUP BY node"))
+    except sqlite3.OperationalError:
+        return {}  # the gateway has not created the schema yet
+    finally:
+        conn.close()
+    latest: dict[str, dict[str, float]] = {}
+    for node, quantity, value in rows:
+        latest.setdefault(node, {})[quantity] = value
+    for node, count in counts.items():
+        latest.setdefault(node, {})["readings"] = count
+    return latest
+
+
+def format_line(node: str, values: dict[str, float]) -> str:
+    moisture = values.get("soil_moisture")
+    pump = "ON " if values.get("pump") else "off"
+    shown = f"{moisture:5.1f} %" if moisture is not None else "   -- "
+    return f"  {node:8s} soil moisture {shown}  pump {pump}  stored readings {int(values.get('readings', 0))}"
+
+
+def stop_all(procs: list[subprocess.Popen[Any]], nodes: list[EmulatedNode]) -> None:
+    for node in nodes:
+        node.stop()
+    for proc in reversed(procs):  # gateway before the broker, so it can say goodbye
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = workdir / "neoterra.db"
+    procs: list[subprocess.Popen[Any]] = []
+    nodes: list[EmulatedNode] = []
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        if args.broker:
+            host, port = parse_broker(args.broker)
+            print(f"demo: using the broker at {host}:{port}")
+        else:
+            host, port = "127.0.0.1", args.port or free_port()
+            procs.append(start_embedded_broker(port, workdir / "broker.log"))
+            print(f"demo: embedded broker (amqtt) on {host}:{port}")
+        wait_port(host, port, timeout=10)
+        procs.append(start_gateway(host, port, db, workdir / "gateway.log"))
+        print(f"demo: gateway storing into {db}")
+        for name, world in BEDS:
+            node = EmulatedNode(workdir / name, node_config(name, host, port, args.interval), world=world)
+            node.start()
+            nodes.append(node)
+        print(f"demo: {len(nodes)} garden nodes running firmware/ on emulated boards "
+              f"({nodes[0].interpreter_name}); logs in {workdir}")
+        print("demo: live readings (Ctrl-C stops everything)")
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while deadline is None or time.monotonic() < deadline:
+            for proc in procs:
+                if proc.poll() is not None:
+                    print(f"demo: {proc.args[2] if len(proc.args) > 2 else proc.args} exited "
+                          f"with {proc.returncode}; see the logs in {workdir}")
+                    return 1
+            latest = latest_by_node(db)
+            stamp = time.strftime("%H:%M:%S")
+            print(f"[{stamp}]")
+            for name, _ in BEDS:
+                print(format_line(name, latest.get(name, {})))
+            sys.stdout.flush()
+            time.sleep(min(2.0, args.interval))
+        return 0
+    except (KeyboardInterrupt, _Stop):
+        print("\ndemo: stopping")
+        return 0
+    finally:
+        stop_all(procs, nodes)
+        signal.signal(signal.SIGTERM, previous)
+        print(f"demo: stopped every process it started; the store is kept at {db}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", help="use an external broker HOST:PORT instead of the embedded one")
+    parser.add_argument("--port", type=int, default=0, help="port for the embedded broker (default: a free one)")
+    parser.add_argument("--workdir", default="demo-run", help="where the store, logs and node flash live")
+    parser.add_argument("--interval", type=int, default=2, help="node report interval in seconds")
+    parser.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
+
+
+def main(args: argparse.Namespace) -> int:
+    return run(args)
