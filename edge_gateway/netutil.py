@@ -12,18 +12,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def parse_broker(value: str, flag: str = "--broker") -> tuple[str, int]:
-    """'HOST:PORT' or 'HOST' (port 1883) -> (host, port); ValueError naming the flag and the fix."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep:
-        host, port_text = value, "1883"
-    if not host:
-        raise ValueError(f"{flag}: {value!r} has no host; use HOST:PORT, e.g. 127.0.0.1:1883")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{flag}: {port_text!r} is not a port; use HOST:PORT with a port 1-65535")
-    return host, int(port_text)
-
-
 def wait_port(host: str, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:

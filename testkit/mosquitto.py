@@ -41,6 +41,9 @@ class Mosquitto:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            # As root, mosquitto drops to the `mosquitto` user, which cannot write the test's
+            # tmp dir (persistence, log); `user root` keeps it as is and is ignored otherwise.
+            "user root\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"

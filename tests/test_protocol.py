@@ -89,3 +89,18 @@ def test_every_documented_quantity_is_in_protocol_md() -> None:
     doc = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
     for name, unit in protocol.QUANTITIES.items():
         assert f"`{name}`" in doc and unit in doc, f"docs/protocol.md does not document {name} ({unit})"
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"[" * 100_000, "telemetry: not JSON"),
+        (b'{"v":1,"batch":[{"seq":1,"ts":1795300000,"values":{"pump":NaN}}]}', "finite number"),
+        (b'{"v":1,"batch":[{"seq":1,"ts":1795300000,"values":{"pump":Infinity}}]}', "finite number"),
+        (b'{"v":1,"batch":[{"seq":1,"ts":1795300000,"values":{"pump":1' + b"0" * 400 + b"}}]}",
+         "finite number"),
+    ],
+)
+def test_hostile_numbers_and_nesting_are_protocol_errors(payload: bytes, message: str) -> None:
+    with pytest.raises(protocol.ProtocolError, match=message):
+        protocol.decode_telemetry(payload)

@@ -92,7 +92,10 @@ def _is_int(value: object) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return (isinstance(value, int) or isinstance(value, float)) and not isinstance(value, bool)
+    """A JSON number we can store: not bool, not NaN or infinite, not an absurdly long int."""
+    if isinstance(value, bool) or not (isinstance(value, int) or isinstance(value, float)):
+        return False
+    return -1e300 <= value <= 1e300  # False for NaN too
 
 
 def _field(obj: "dict[str, Any]", where: str, key: str) -> "Any":
@@ -127,7 +130,8 @@ def _load(payload: "bytes | str", where: str) -> "dict[str, Any]":
     try:
         text = payload.decode() if isinstance(payload, bytes) else payload
         obj = json.loads(text)
-    except (ValueError, UnicodeError) as exc:
+    # Hostile nesting: RecursionError (a RuntimeError) on CPython, MemoryError on MicroPython.
+    except (ValueError, UnicodeError, RuntimeError, MemoryError) as exc:
         raise ProtocolError("%s: not JSON (%s)" % (where, exc))
     if not isinstance(obj, dict):
         raise ProtocolError("%s: must be a JSON object" % where)
@@ -190,7 +194,7 @@ def _decode_values(values: object, where: str) -> "dict[str, float]":
         if name not in QUANTITIES:
             raise ProtocolError("%s.values.%s: unknown quantity (known: %s)" % (where, name, ", ".join(sorted(QUANTITIES))))
         if not _is_number(value):
-            raise ProtocolError("%s.values.%s: must be a number, got %r" % (where, name, value))
+            raise ProtocolError("%s.values.%s: must be a finite number, got %r" % (where, name, value))
         out[name] = float(value)
     return out
 

@@ -1,0 +1,356 @@
+"""The gateway daemon's ingest path: MQTT (paho) → protocol decode → SQLite → PUBACK.
+
+Every delivery is acknowledged only after its transaction has committed (manual_ack), and the
+session is persistent (clean_session=False), so a crash or restart loses nothing: the broker
+redelivers what was not acknowledged, and the store's (node, seq) dedup makes that harmless.
+Payloads the protocol refuses are kept as dead letters and acknowledged, so one bad node can
+neither crash the gateway nor block its queue with endless redelivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from sensornode import protocol
+
+from edge_gateway.store import (
+    Ack,
+    DeadLetter,
+    Event,
+    Message,
+    Reading,
+    Status,
+    Store,
+    Telemetry,
+    WriteResult,
+)
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBED_KINDS = (protocol.STATUS, protocol.TELEMETRY, protocol.EVENT, protocol.ACK)
+KEEPALIVE_S = 30
+# The broker may be down for a while (restart, power cut); retry patiently but not too slowly.
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 30
+# The one CONNACK refusal that can heal by itself; the others (credentials, client id, protocol)
+# will not change by retrying, so the daemon stops and says why.
+TRANSIENT_REFUSALS = ("Server unavailable",)
+
+
+class GatewayError(Exception):
+    """The gateway cannot run as configured; the message says what to change."""
+
+
+class BrokerRefused(GatewayError):
+    pass
+
+
+def default_client_id(site: str) -> str:
+    # Stable per site: the broker keeps the session (and queues messages) under this id.
+    return f"neoterra-gw-{site}"
+
+
+# ---- decoding: pure, never raises -----------------------------------------------------------
+
+
+def decode_message(site: str, topic: str, payload: bytes, received_at: float) -> Message:
+    """Turn one MQTT delivery into something to store; anything refused becomes a DeadLetter."""
+    try:
+        return _decode(site, topic, payload, received_at)
+    except protocol.ProtocolError as exc:
+        return DeadLetter(topic, payload, str(exc), received_at)
+    except Exception as exc:  # a decoder bug must cost one message, not the daemon
+        log.exception("decoder failed on %s", topic)
+        return DeadLetter(topic, payload, f"undecodable: {type(exc).__name__}: {exc}", received_at)
+
+
+def _decode(site: str, topic: str, payload: bytes, received_at: float) -> Message:
+    topic_site, node, kind = protocol.parse_topic(topic)
+    if topic_site != site:
+        raise protocol.ProtocolError(f"topic: site {topic_site!r} is not this gateway's {site!r}")
+    if kind == protocol.TELEMETRY:
+        readings = []
+        for i, entry in enumerate(protocol.decode_telemetry(payload)):
+            for quantity, value in entry["values"].items():
+                # The protocol decoder lets NaN/Infinity through (Python's json accepts them);
+                # they are not measurements and SQLite would turn NaN into NULL.
+                if not math.isfinite(value):
+                    raise protocol.ProtocolError(
+                        f"telemetry.batch[{i}].values.{quantity}: must be a finite number,"
+                        f" got {value!r}"
+                    )
+                readings.append(
+                    Reading(node, entry["seq"], entry["ts"], quantity, value, received_at)
+                )
+        return Telemetry(site, node, tuple(readings), received_at)
+    if kind == protocol.STATUS:
+        status = protocol.decode_status(payload)
+        if not status["online"]:
+            return Status(site, node, online=False, received_at=received_at)
+        return Status(
+            site, node, online=True, received_at=received_at, role=status["role"],
+            fw=status["fw"], board=status["board"], uptime_s=status["uptime_s"],
+            seq_next=status["seq_next"],
+        )
+    if kind == protocol.EVENT:
+        event = protocol.decode_event(payload)
+        return Event(
+            site, node, event["seq"], event["ts"], event["kind"], event["name"],
+            event["state"], event["detail"], received_at,
+        )
+    if kind == protocol.ACK:
+        ack = protocol.decode_ack(payload)
+        return Ack(
+            site, node, ack["id"], ack["ok"], ack["result"], ack["detail"], ack["ts"], received_at
+        )
+    raise protocol.ProtocolError(f"topic: the gateway does not ingest {kind!r} messages")
+
+
+# ---- the daemon ---------------------------------------------------------------------------
+
+
+@dataclass
+class IngestStats:
+    """Counters since start(); written by the MQTT thread only."""
+
+    messages: int = 0
+    readings_added: int = 0
+    readings_duplicate: int = 0
+    seq_conflicts: int = 0
+    events_added: int = 0
+    acks_added: int = 0
+    dead_letters: int = 0
+    store_errors: int = 0
+
+
+class Gateway:
+    def __init__(
+        self,
+        site: str,
+        broker_host: str,
+        broker_port: int,
+        db_path: str | Path,
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.site = protocol.check_name("site", site)
+        self.broker_host = broker_host
+        self.broker_port = broker_port
+        self.db_path = Path(db_path)
+        self.client_id = client_id or default_client_id(site)
+        self.username = username
+        self.password = password
+        self.stats = IngestStats()
+        self._store: Store | None = None
+        self._client: mqtt.Client | None = None
+        self._subscribe_mid: int | None = None
+        self._ready = threading.Event()  # connected and subscribed
+        self._halt = threading.Event()  # run_forever() should return
+        self._fatal: GatewayError | None = None
+        self._stopping = False
+
+    @property
+    def broker(self) -> str:
+        return f"{self.broker_host}:{self.broker_port}"
+
+    # ---- lifecycle ----
+
+    def start(self) -> None:
+        """Open the store and connect in the background; paho's thread reconnects by itself."""
+        if self._client is not None:
+            raise RuntimeError("gateway already started")
+        self.stats = IngestStats()
+        self._fatal = None
+        self._stopping = False
+        self._halt.clear()
+        self._store = Store(self.db_path)
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            # Only when debugging: paho 2.2 logs a spurious ERROR ("Client is not connected")
+            # after a clean disconnect; our callbacks already log what an operator needs.
+            client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._client = client
+        log.info("gateway for site %r: broker %s, database %s", self.site, self.broker,
+                 self.db_path)
+        # connect_async: a broker that is not up yet is retried, not a startup failure.
+        client.connect_async(self.broker_host, self.broker_port, keepalive=KEEPALIVE_S)
+        client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect, wait for the MQTT thread (finishing any message in hand), close the db."""
+        client, self._client = self._client, None
+        if client is not None:
+            self._stopping = True
+            client.disconnect()
+            client.loop_stop()
+        self._ready.clear()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def wait_connected(self, timeout: float) -> None:
+        """Block until connected and subscribed; raise BrokerRefused or TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+            if self._fatal is not None:
+                raise self._fatal
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"not connected to the MQTT broker at {self.broker} within {timeout:g} s"
+                )
+
+    def run_forever(self) -> None:
+        """Run until SIGINT/SIGTERM (then stop cleanly) or until the broker refuses us."""
+        restore = self._install_signal_handlers()
+        try:
+            self.start()
+            self._halt.wait()
+        finally:
+            self.stop()
+            restore()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None  # only the main thread may set handlers; the caller stops us
+
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            self._halt.set()
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT,
+                                                                     signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    # ---- paho callbacks (run in paho's network thread) ----
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
+        if reason_code.is_failure:
+            if reason_code.getName() in TRANSIENT_REFUSALS:
+                log.warning("broker %s refused the connection (%s); retrying", self.broker,
+                            reason_code)
+                return
+            hint = " — check --username and --password-file" if reason_code.getName() in (
+                "Bad user name or password", "Not authorized") else ""
+            self._fail(BrokerRefused(
+                f"broker {self.broker} refused client {self.client_id!r}: {reason_code}{hint}"
+            ))
+            return
+        log.info("connected to broker %s as %s (session %s)", self.broker, self.client_id,
+                 "resumed" if flags.session_present else "new")
+        # Subscribing again even when the session survived is harmless and covers a broker
+        # that lost its persistence; retained status messages come with it.
+        _, mid = client.subscribe(
+            [(protocol.site_filter(self.site, kind), 1) for kind in SUBSCRIBED_KINDS]
+        )
+        self._subscribe_mid = mid
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reason_codes: list[ReasonCode], properties: Properties | None) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [kind for kind, code in zip(SUBSCRIBED_KINDS, reason_codes, strict=False)
+                   if code.is_failure]
+        if refused:
+            filters = ", ".join(protocol.site_filter(self.site, kind) for kind in refused)
+            self._fail(BrokerRefused(
+                f"broker {self.broker} refused the subscription to {filters} — check its ACL"
+            ))
+            return
+        self._ready.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        log.warning("cannot reach broker %s; retrying", self.broker)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
+        self._ready.clear()
+        if not self._stopping and self._fatal is None:
+            log.warning("lost the broker %s (%s); reconnecting", self.broker, reason_code)
+
+    def _fail(self, error: GatewayError) -> None:
+        # Whoever waits on us (run_forever, wait_connected) raises it and stops the client;
+        # disconnecting from inside this callback would make paho log a spurious error.
+        self._fatal = error
+        self._halt.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        received_at = time.time()
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = repr(msg._topic)  # brokers should refuse these; keep the evidence anyway
+        messages = [decode_message(self.site, topic, bytes(msg.payload), received_at)]
+        try:
+            result = self._write(messages)
+        except Exception:
+            # Not acknowledged: the broker redelivers it when the session resumes.
+            self.stats.store_errors += 1
+            log.exception("could not store message from %s; it stays unacknowledged", topic)
+            return
+        client.ack(msg.mid, msg.qos)
+        self.stats.messages += len(messages)
+        self._report(result, messages)
+
+    def _write(self, messages: list[Message]) -> WriteResult:
+        if self._store is None:
+            raise RuntimeError("store is closed")
+        return self._store.write(messages)
+
+    def _report(self, result: WriteResult, messages: list[Message]) -> None:
+        stats = self.stats
+        stats.readings_added += result.readings_added
+        stats.readings_duplicate += result.readings_duplicate
+        stats.seq_conflicts += len(result.seq_conflicts)
+        stats.events_added += result.events_added
+        stats.acks_added += result.acks_added
+        stats.dead_letters += result.dead_letters
+        for message in messages:
+            if isinstance(message, DeadLetter):
+                log.warning("dead letter on %s: %s", message.topic, message.reason)
+        for status in result.availability_changes:
+            if status.online:
+                log.info("node %s is online (%s, fw %s, board %s)", status.node, status.role,
+                         status.fw, status.board)
+            else:
+                log.info("node %s is offline", status.node)
+        for reading in result.seq_conflicts:
+            log.warning(
+                "node %s sent seq %d (%s) again with a different ts or value; the first one "
+                "is kept — did the node lose its sequence counter?", reading.node, reading.seq,
+                reading.quantity,
+            )

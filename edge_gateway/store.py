@@ -1,0 +1,427 @@
+"""The gateway's SQLite store: what nodes reported, what they acknowledged, what we refused.
+
+Writers hand over decoded messages (see `Message`); each `write()` call is one transaction, so
+the ingest path can acknowledge the MQTT delivery only after the data is on disk. `write()`
+takes a sequence so that batching several messages per transaction needs no new interface.
+
+One connection is used by one thread at a time (the ingest thread while the gateway runs);
+other processes and threads open their own `Store` on the same file — WAL lets them read while
+the gateway writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sensornode import protocol
+
+# Each entry migrates the schema from version i to i + 1; never edit one that has shipped.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE readings (
+            node TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,            -- node clock, Unix seconds
+            quantity TEXT NOT NULL,
+            value REAL NOT NULL,
+            received_at REAL NOT NULL,   -- gateway clock, Unix seconds
+            -- (node, seq) identifies a reading set, so QoS1 redelivery stores nothing twice;
+            -- quantity before seq lets latest-value lookups walk the index backwards.
+            UNIQUE (node, quantity, seq)
+        )""",
+        "CREATE INDEX readings_by_node_time ON readings (node, ts)",
+        """CREATE TABLE events (
+            node TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            state TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            UNIQUE (node, seq)
+        )""",
+        """CREATE TABLE nodes (
+            node TEXT PRIMARY KEY,
+            site TEXT NOT NULL,
+            online INTEGER,              -- NULL until the node's status has been seen
+            role TEXT,
+            fw TEXT,
+            board TEXT,
+            seq_next INTEGER,
+            uptime_s INTEGER,
+            last_seen REAL,              -- gateway clock: last message from the node itself
+            changed_at REAL              -- gateway clock: when `online` last changed
+        )""",
+        """CREATE TABLE acks (
+            cmd_id TEXT NOT NULL,
+            node TEXT NOT NULL,
+            ok INTEGER NOT NULL,
+            result TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            ts REAL NOT NULL,
+            received_at REAL NOT NULL,
+            -- a node may answer "started" then "done"; a redelivered ack is stored once
+            UNIQUE (node, cmd_id, result)
+        )""",
+        """CREATE TABLE dead_letters (
+            topic TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            reason TEXT NOT NULL,
+            received_at REAL NOT NULL
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+TABLES = ("readings", "events", "nodes", "acks", "dead_letters")
+
+
+class StoreError(Exception):
+    """The database cannot be used as it is (e.g. written by a newer gateway)."""
+
+
+# ---- what goes in (decoded messages) and what comes out (rows) -------------------------------
+
+
+@dataclass(frozen=True)
+class Reading:
+    node: str
+    seq: int
+    ts: float
+    quantity: str
+    value: float
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    site: str
+    node: str
+    readings: tuple[Reading, ...]
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Status:
+    site: str
+    node: str
+    online: bool
+    received_at: float
+    role: str = ""
+    fw: str = ""
+    board: str = ""
+    uptime_s: int = 0
+    seq_next: int = 0
+
+
+@dataclass(frozen=True)
+class Event:
+    site: str
+    node: str
+    seq: int
+    ts: float
+    kind: str
+    name: str
+    state: str
+    detail: str
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Ack:
+    site: str
+    node: str
+    cmd_id: str
+    ok: bool
+    result: str
+    detail: str
+    ts: float
+    received_at: float
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    topic: str
+    payload: bytes
+    reason: str
+    received_at: float
+
+
+Message = Telemetry | Status | Event | Ack | DeadLetter
+EVENT_COLUMNS = ("node", "seq", "ts", "kind", "name", "state", "detail", "received_at")
+ACK_COLUMNS = ("node", "cmd_id", "ok", "result", "detail", "ts", "received_at")
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node: str
+    site: str
+    online: bool | None  # None: no status seen yet
+    role: str | None
+    fw: str | None
+    board: str | None
+    seq_next: int | None
+    uptime_s: int | None
+    last_seen: float | None
+    changed_at: float | None
+
+
+@dataclass
+class WriteResult:
+    """What one write() changed; the caller logs and counts from it after the commit."""
+
+    readings_added: int = 0
+    readings_duplicate: int = 0
+    events_added: int = 0
+    acks_added: int = 0
+    dead_letters: int = 0
+    # the status messages that changed their node's availability (online/offline)
+    availability_changes: list[Status] = field(default_factory=list)
+    # readings whose (node, quantity, seq) was already stored with a different ts or value
+    seq_conflicts: list[Reading] = field(default_factory=list)
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) below.
+            self._db = sqlite3.connect(
+                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the database: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # With WAL, NORMAL loses at most the last commits on power loss, never integrity.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(f"{self.path}: not a usable neoterra database: {exc}") from exc
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front, so two writers wait (busy timeout) instead
+        # of failing half-way through with SQLITE_BUSY on lock upgrade.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+            version = int(row[0] or 0)
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {version} is newer than this gateway "
+                    f"understands ({SCHEMA_VERSION}); upgrade neoterra"
+                )
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    db.execute(statement)
+            if version < SCHEMA_VERSION:
+                db.execute("DELETE FROM schema_version")
+                db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+
+    def schema_version(self) -> int:
+        return int(self._db.execute("SELECT version FROM schema_version").fetchone()[0])
+
+    # ---- writes ------------------------------------------------------------------------------
+
+    def write(self, messages: Sequence[Message]) -> WriteResult:
+        """Store all messages in one transaction; redelivered data is recognised and skipped."""
+        result = WriteResult()
+        with self._transaction() as db:
+            for message in messages:
+                if isinstance(message, DeadLetter):
+                    db.execute("INSERT INTO dead_letters (topic, payload, reason, received_at)"
+                               " VALUES (?, ?, ?, ?)", astuple(message))
+                    result.dead_letters += 1
+                elif isinstance(message, Status):
+                    self._write_status(db, message, result)
+                else:
+                    self._touch_node(db, message.site, message.node, message.received_at)
+                    if isinstance(message, Telemetry):
+                        self._write_telemetry(db, message, result)
+                    elif isinstance(message, Event):
+                        result.events_added += _insert_new(db, "events", EVENT_COLUMNS, message)
+                    else:
+                        result.acks_added += _insert_new(db, "acks", ACK_COLUMNS, message)
+        return result
+
+    def _write_telemetry(
+        self, db: sqlite3.Connection, message: Telemetry, result: WriteResult
+    ) -> None:
+        before = db.total_changes
+        db.executemany(
+            "INSERT OR IGNORE INTO readings (node, seq, ts, quantity, value, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(r.node, r.seq, r.ts, r.quantity, r.value, r.received_at) for r in message.readings],
+        )
+        added = db.total_changes - before
+        result.readings_added += added
+        result.readings_duplicate += len(message.readings) - added
+        if added < len(message.readings):
+            # A redelivery repeats the stored values; anything else means the node reused a
+            # seq (lost its counter?), and the caller should say so rather than drop silently.
+            for reading in message.readings:
+                stored = db.execute(
+                    "SELECT ts, value FROM readings WHERE node = ? AND quantity = ? AND seq = ?",
+                    (reading.node, reading.quantity, reading.seq),
+                ).fetchone()
+                if stored != (reading.ts, reading.value):
+                    result.seq_conflicts.append(reading)
+
+    def _write_status(self, db: sqlite3.Connection, message: Status, result: WriteResult) -> None:
+        row = db.execute("SELECT online FROM nodes WHERE node = ?", (message.node,)).fetchone()
+        previous = None if row is None or row[0] is None else bool(row[0])
+        changed = previous != message.online
+        changed_at = message.received_at if changed else None
+        if message.online:
+            db.execute(
+                """INSERT INTO nodes (node, site, online, role, fw, board, seq_next, uptime_s,
+                                      last_seen, changed_at)
+                   VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (node) DO UPDATE SET
+                       site = excluded.site, online = 1, role = excluded.role,
+                       fw = excluded.fw, board = excluded.board, seq_next = excluded.seq_next,
+                       uptime_s = excluded.uptime_s,
+                       last_seen = max(coalesce(last_seen, 0), excluded.last_seen),
+                       changed_at = coalesce(excluded.changed_at, changed_at)""",
+                (message.node, message.site, message.role, message.fw, message.board,
+                 message.seq_next, message.uptime_s, message.received_at, changed_at),
+            )
+        else:
+            # The last will is the broker speaking, not the node: last_seen stays as it was.
+            db.execute(
+                """INSERT INTO nodes (node, site, online, changed_at) VALUES (?, ?, 0, ?)
+                   ON CONFLICT (node) DO UPDATE SET
+                       site = excluded.site, online = 0,
+                       changed_at = coalesce(excluded.changed_at, changed_at)""",
+                (message.node, message.site, changed_at),
+            )
+        if changed:
+            result.availability_changes.append(message)
+
+    @staticmethod
+    def _touch_node(db: sqlite3.Connection, site: str, node: str, received_at: float) -> None:
+        db.execute(
+            """INSERT INTO nodes (node, site, last_seen) VALUES (?, ?, ?)
+               ON CONFLICT (node) DO UPDATE SET
+                   site = excluded.site,
+                   last_seen = max(coalesce(last_seen, 0), excluded.last_seen)""",
+            (node, site, received_at),
+        )
+
+    # ---- queries -----------------------------------------------------------------------------
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self._db.execute(sql, params).fetchall())
+
+    def nodes(self) -> list[NodeInfo]:
+        rows = self._rows(
+            "SELECT node, site, online, role, fw, board, seq_next, uptime_s, last_seen,"
+            " changed_at FROM nodes ORDER BY node"
+        )
+        return [
+            NodeInfo(r[0], r[1], None if r[2] is None else bool(r[2]), *r[3:]) for r in rows
+        ]
+
+    def readings(
+        self,
+        node: str | None = None,
+        quantity: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[Reading]:
+        """Readings oldest first (by node timestamp), optionally from `since` (inclusive) on."""
+        conditions = {"node = ?": node, "quantity = ?": quantity, "ts >= ?": since}
+        where = [condition for condition, value in conditions.items() if value is not None]
+        params: list[Any] = [value for value in conditions.values() if value is not None]
+        sql = "SELECT node, seq, ts, quantity, value, received_at FROM readings"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY ts, node, seq, quantity"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [Reading(*r) for r in self._rows(sql, params)]
+
+    def latest_readings(self) -> list[Reading]:
+        """The newest reading (highest seq) of every quantity of every node."""
+        latest = []
+        for (node,) in self._rows("SELECT node FROM nodes ORDER BY node"):
+            # One indexed lookup per (node, quantity) instead of a GROUP BY over the table.
+            for quantity in sorted(protocol.QUANTITIES):
+                row = self._db.execute(
+                    "SELECT node, seq, ts, quantity, value, received_at FROM readings"
+                    " WHERE node = ? AND quantity = ? ORDER BY seq DESC LIMIT 1",
+                    (node, quantity),
+                ).fetchone()
+                if row is not None:
+                    latest.append(Reading(*row))
+        return latest
+
+    def events(self, node: str | None = None) -> list[Event]:
+        rows = self._with_site("events", EVENT_COLUMNS, "node", node, "t.node, t.seq")
+        return [Event(*r) for r in rows]
+
+    def acks(self, cmd_id: str | None = None) -> list[Ack]:
+        rows = self._with_site("acks", ACK_COLUMNS, "cmd_id", cmd_id, "t.received_at, t.rowid")
+        return [Ack(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
+
+    def _with_site(self, table: str, columns: tuple[str, ...], key: str, value: str | None,
+                   order: str) -> list[tuple[Any, ...]]:
+        """Rows of `table` with their node's site first (the dataclasses' field order)."""
+        sql = (f"SELECT n.site, {', '.join('t.' + c for c in columns)}"
+               f" FROM {table} t JOIN nodes n USING (node)")
+        if value is not None:
+            sql += f" WHERE t.{key} = ?"
+        return self._rows(sql + f" ORDER BY {order}", () if value is None else (value,))
+
+    def dead_letters(self) -> list[DeadLetter]:
+        rows = self._rows(
+            "SELECT topic, payload, reason, received_at FROM dead_letters ORDER BY rowid"
+        )
+        return [DeadLetter(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table."""
+        return {
+            table: int(self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            for table in TABLES
+        }
+
+
+def _insert_new(db: sqlite3.Connection, table: str, columns: tuple[str, ...],
+                message: Event | Ack) -> int:
+    """Insert unless already stored (same unique key); 1 if inserted. Site lives in nodes."""
+    placeholders = ", ".join("?" * len(columns))
+    before = db.total_changes
+    db.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({placeholders})",
+               [getattr(message, column) for column in columns])
+    return db.total_changes - before
+
