@@ -18,12 +18,13 @@ from typing import Any
 
 from edge_gateway.embedded_broker import READY_LINE
 from edge_gateway.emulator import EmulatedNode
-from edge_gateway.netutil import free_port, parse_broker, wait_port
+from edge_gateway.netutil import free_port, wait_port
+from edge_gateway.settings import SettingsError, broker_setting
 
 DEMO_SITE = "demo"
 # Three beds that start at different moisture and dry at different speeds, so the readings
 # visibly differ and move.
-BEDS: list[tuple[str, dict[str, float]]] = [
+BEDS: list[tuple[str, dict[str, object]]] = [
     ("bed-1", {"soil_moisture": 62.0, "evaporation_pct_per_s": 0.05}),
     ("bed-2", {"soil_moisture": 41.0, "evaporation_pct_per_s": 0.15}),
     ("bed-3", {"soil_moisture": 23.0, "evaporation_pct_per_s": 0.10}),
@@ -68,8 +69,19 @@ def start_embedded_broker(port: int, log_path: Path) -> subprocess.Popen[str]:
 def start_gateway(host: str, port: int, db: Path, log_path: Path) -> subprocess.Popen[bytes]:
     log = log_path.open("w")
     return subprocess.Popen(
-        [sys.executable, "-m", "edge_gateway", "gateway", "run", "--broker", f"{host}:{port}",
-         "--site", DEMO_SITE, "--db", str(db)],
+        [
+            sys.executable,
+            "-m",
+            "edge_gateway",
+            "gateway",
+            "run",
+            "--broker",
+            f"{host}:{port}",
+            "--site",
+            DEMO_SITE,
+            "--db",
+            str(db),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -103,13 +115,14 @@ def format_line(node: str, values: dict[str, float]) -> str:
     moisture = values.get("soil_moisture")
     pump = "ON " if values.get("pump") else "off"
     shown = f"{moisture:5.1f} %" if moisture is not None else "   -- "
-    return f"  {node:8s} soil moisture {shown}  pump {pump}  stored readings {int(values.get('readings', 0))}"
+    stored = int(values.get("readings", 0))
+    return f"  {node:8s} soil moisture {shown}  pump {pump}  stored readings {stored}"
 
 
-def stop_all(procs: list[subprocess.Popen[Any]], nodes: list[EmulatedNode]) -> None:
+def stop_all(procs: list[tuple[str, subprocess.Popen[Any]]], nodes: list[EmulatedNode]) -> None:
     for node in nodes:
         node.stop()
-    for proc in reversed(procs):  # gateway before the broker, so it can say goodbye
+    for _, proc in reversed(procs):  # gateway before the broker, so it can say goodbye
         if proc.poll() is None:
             proc.terminate()
             try:
@@ -126,33 +139,39 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "neoterra.db"
-    procs: list[subprocess.Popen[Any]] = []
+    procs: list[tuple[str, subprocess.Popen[Any]]] = []
     nodes: list[EmulatedNode] = []
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
         if args.broker:
-            host, port = parse_broker(args.broker)
+            address = broker_setting(args.broker)
+            host, port = address.host, address.port
             print(f"demo: using the broker at {host}:{port}")
         else:
             host, port = "127.0.0.1", args.port or free_port()
-            procs.append(start_embedded_broker(port, workdir / "broker.log"))
+            procs.append(("broker", start_embedded_broker(port, workdir / "broker.log")))
             print(f"demo: embedded broker (amqtt) on {host}:{port}")
         wait_port(host, port, timeout=10)
-        procs.append(start_gateway(host, port, db, workdir / "gateway.log"))
+        procs.append(("gateway", start_gateway(host, port, db, workdir / "gateway.log")))
         print(f"demo: gateway storing into {db}")
         for name, world in BEDS:
-            node = EmulatedNode(workdir / name, node_config(name, host, port, args.interval), world=world)
+            node = EmulatedNode(
+                workdir / name, node_config(name, host, port, args.interval), world=world
+            )
             node.start()
             nodes.append(node)
-        print(f"demo: {len(nodes)} garden nodes running firmware/ on emulated boards "
-              f"({nodes[0].interpreter_name}); logs in {workdir}")
+        print(
+            f"demo: {len(nodes)} garden nodes running firmware/ on emulated boards "
+            f"({nodes[0].interpreter_name}); logs in {workdir}"
+        )
         print("demo: live readings (Ctrl-C stops everything)")
         deadline = time.monotonic() + args.duration if args.duration else None
         while deadline is None or time.monotonic() < deadline:
-            for proc in procs:
+            for name, proc in procs:
                 if proc.poll() is not None:
-                    print(f"demo: {proc.args[2] if len(proc.args) > 2 else proc.args} exited "
-                          f"with {proc.returncode}; see the logs in {workdir}")
+                    print(
+                        f"demo: the {name} exited with {proc.returncode}; see {workdir}/{name}.log"
+                    )
                     return 1
             latest = latest_by_node(db)
             stamp = time.strftime("%H:%M:%S")
@@ -162,21 +181,35 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
             time.sleep(min(2.0, args.interval))
         return 0
+    except SettingsError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
     except (KeyboardInterrupt, _Stop):
         print("\ndemo: stopping")
         return 0
     finally:
+        # A second Ctrl-C while stopping must not abandon the processes still running.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         stop_all(procs, nodes)
+        signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous)
         print(f"demo: stopped every process it started; the store is kept at {db}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", help="use an external broker HOST:PORT instead of the embedded one")
-    parser.add_argument("--port", type=int, default=0, help="port for the embedded broker (default: a free one)")
-    parser.add_argument("--workdir", default="demo-run", help="where the store, logs and node flash live")
+    parser.add_argument(
+        "--broker", help="use an external broker HOST:PORT instead of the embedded one"
+    )
+    parser.add_argument(
+        "--port", type=int, default=0, help="port for the embedded broker (default: a free one)"
+    )
+    parser.add_argument(
+        "--workdir", default="demo-run", help="where the store, logs and node flash live"
+    )
     parser.add_argument("--interval", type=int, default=2, help="node report interval in seconds")
-    parser.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
+    parser.add_argument(
+        "--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:

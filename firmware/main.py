@@ -13,8 +13,10 @@ def load_board_profile(path=BOARD_FILE):
         with open(path) as f:
             return json.loads(f.read())
     except (OSError, ValueError) as exc:
-        raise config.ConfigError("%s: cannot load the board profile (%s); copy boards/<board>/profile.json "
-                                 "there" % (path, exc))
+        raise config.ConfigError(
+            "%s: cannot load the board profile (%s); copy boards/<board>/profile.json "
+            "there" % (path, exc)
+        ) from None
 
 
 def main():
@@ -24,7 +26,7 @@ def main():
     except (config.ConfigError, ValueError) as exc:
         # Nothing is started with a bad config: no half-applied pins, no connection attempts.
         print("[node] config error:", exc)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     app.main(cfg, board)
 
 

@@ -16,7 +16,7 @@ from edge_gateway.store import Reading, Status, Store, Telemetry
 from testkit.mosquitto import Mosquitto, free_port
 from testkit.procs import stop_process, wait_for
 from tests.test_commands import Script, ScriptedNode, answer_started
-from tests.test_ingest import RUN_AS_INVOKER, T0, FakeNode
+from tests.test_ingest import T0, FakeNode
 
 WAIT_S = 10.0
 
@@ -151,7 +151,7 @@ def test_gateway_run_exits_1_when_the_broker_refuses_the_password(tmp_path: Path
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(password_file), "gw", "right"],
                    check=True, capture_output=True, timeout=WAIT_S)
     (tmp_path / "gw-password").write_text("wrong\n")
-    config = f"{RUN_AS_INVOKER}allow_anonymous false\npassword_file {password_file}\n"
+    config = f"allow_anonymous false\npassword_file {password_file}\n"
     with Mosquitto(tmp_path / "broker", extra_config=config) as broker:
         proc, log = start_gateway(tmp_path, "--broker", f"127.0.0.1:{broker.port}",
                                   "--username", "gw", "--password-file", "gw-password")

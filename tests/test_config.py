@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sensornode import config
 
-GOOD: dict[str, Any] = {"site": "home", "node": "bed-1", "broker": {"host": "10.0.0.2", "port": 1884}}
+GOOD: dict[str, Any] = {
+    "site": "home",
+    "node": "bed-1",
+    "broker": {"host": "10.0.0.2", "port": 1884},
+}
 
 
 def test_defaults_fill_in_missing_fields() -> None:
@@ -30,7 +33,10 @@ def test_defaults_fill_in_missing_fields() -> None:
         ({"broker": "localhost"}, "broker: must be an object"),
         ({"brokr": {}}, "brokr: unknown field"),
         ({"report_interval_s": 0}, "report_interval_s: must be a whole number from 1"),
-        ({"soil": {"dry_raw": 20000, "wet_raw": 30000}}, "soil.dry_raw: must be above soil.wet_raw"),
+        (
+            {"soil": {"dry_raw": 20000, "wet_raw": 30000}},
+            "soil.dry_raw: must be above soil.wet_raw",
+        ),
         ({"irrigation": {"max_run_s": True}}, "irrigation.max_run_s"),
     ],
 )

@@ -24,9 +24,6 @@ from testkit.procs import wait_for
 SITE = "home"
 T0 = 1_790_000_000.0
 WAIT_S = 10.0
-# Started as root, mosquitto switches to the `mosquitto` user, which cannot write the pytest
-# tmp dir: no persistence, no log, unreadable password files. (Ignored when not root.)
-RUN_AS_INVOKER = "user root\n"
 
 
 class FakeNode:
@@ -137,7 +134,7 @@ BAD_MESSAGES = [
      "topic node: 'Bed 1' is not a valid name"),
     ("telemetry", b'{"v": 1, "batch": [{"seq": 2, "ts": 1790000000, "values": {"pump": NaN}}]}',
      "telemetry.batch[0].values.pump: must be a finite number"),
-    ("event", b"[" * 100_000, "undecodable: RecursionError"),
+    ("event", b"[" * 100_000, "event: not JSON"),
     ("status", b'{"v": 1, "online": "yes"}', "status.online: must be true or false"),
 ]
 
@@ -207,7 +204,7 @@ def test_messages_sent_while_gateway_is_down_are_stored_after_restart(
 
 
 def test_gateway_reconnects_after_broker_restart(tmp_path: Path) -> None:
-    with Mosquitto(tmp_path / "broker-with-persistence", extra_config=RUN_AS_INVOKER) as broker:
+    with Mosquitto(tmp_path / "broker-with-persistence", extra_config="") as broker:
         gw = Gateway(SITE, broker.host, broker.port, tmp_path / "gw.db")
         gw.start()
         try:
@@ -260,7 +257,7 @@ def test_wrong_password_is_a_clear_refusal(tmp_path: Path) -> None:
     password_file = tmp_path / "passwords"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(password_file), "gw", "right"],
                    check=True, capture_output=True, timeout=WAIT_S)
-    config = f"{RUN_AS_INVOKER}allow_anonymous false\npassword_file {password_file}\n"
+    config = f"allow_anonymous false\npassword_file {password_file}\n"
     with Mosquitto(tmp_path / "broker-with-passwords", extra_config=config) as broker:
         wrong = Gateway(SITE, broker.host, broker.port, tmp_path / "gw.db", username="gw",
                         password="wrong")

@@ -72,17 +72,29 @@ class GardenNode:
         self.topic_event = protocol.node_topic(site, node, protocol.EVENT)
         self.topic_cmd = protocol.node_topic(site, node, protocol.CMD)
         self.topic_ack = protocol.node_topic(site, node, protocol.ACK)
-        self.soil = CapacitiveSoilMoisture(board.soil_adc(), cfg["soil"]["dry_raw"], cfg["soil"]["wet_raw"],
-                                           samples=board.profile.get("adc_samples", 8))
-        self.pump = Relay(board.pump_relay_pin(), active_low=board.profile.get("relay_active_low", False))
+        self.soil = CapacitiveSoilMoisture(
+            board.soil_adc(),
+            cfg["soil"]["dry_raw"],
+            cfg["soil"]["wet_raw"],
+            samples=board.profile.get("adc_samples", 8),
+        )
+        self.pump = Relay(
+            board.pump_relay_pin(), active_low=board.profile.get("relay_active_low", False)
+        )
         led_pin = board.status_led_pin()
-        self.led = Relay(led_pin, active_low=board.profile.get("status_led_active_low", False)) if led_pin else None
+        self.led = (
+            Relay(led_pin, active_low=board.profile.get("status_led_active_low", False))
+            if led_pin
+            else None
+        )
         self.irrigation = Irrigation(self.pump, cfg["irrigation"]["max_run_s"], self._pump_changed)
         self.client = None
         self.pending = []  # [(kind, obj)] in send order; kind is "telemetry" or "event"
         self.dropped = 0
         self._in_flight = 0  # leading entries of pending being published right now
         self._wake_sender = asyncio.Event()
+        self._command_tasks = []
+        self._report_task = None
 
     # ---- readings and events -------------------------------------------------------------
 
@@ -97,13 +109,21 @@ class GardenNode:
 
     def sample(self):
         percent, raw = self.soil.read()
-        values = {"soil_moisture": round(percent, 1), "soil_raw": raw, "pump": 1 if self.pump.is_on else 0}
-        self._queue("telemetry", {"seq": self.seq.take(), "ts": compat.unix_time(), "values": values})
+        values = {
+            "soil_moisture": round(percent, 1),
+            "soil_raw": raw,
+            "pump": 1 if self.pump.is_on else 0,
+        }
+        self._queue(
+            "telemetry", {"seq": self.seq.take(), "ts": compat.unix_time(), "values": values}
+        )
         return values
 
     def _pump_changed(self, state, reason):
         log("pump", state, reason)
-        event = protocol.encode_event(self.seq.take(), compat.unix_time(), "actuator", "pump", state, reason)
+        event = protocol.encode_event(
+            self.seq.take(), compat.unix_time(), "actuator", "pump", state, reason
+        )
         self._queue("event", event)
 
     async def _report_loop(self):
@@ -133,7 +153,11 @@ class GardenNode:
                 self.pending.pop(0)
                 continue
             count = 0
-            while count < len(self.pending) and count < MAX_BATCH and self.pending[count][0] == "telemetry":
+            while (
+                count < len(self.pending)
+                and count < MAX_BATCH
+                and self.pending[count][0] == "telemetry"
+            ):
                 count += 1
             batch = [entry for _, entry in self.pending[:count]]
             self._in_flight = count
@@ -153,19 +177,28 @@ class GardenNode:
             # A retained command is stale by definition; obeying it at boot is how relays flood.
             log("ignored retained command")
             return
-        asyncio.create_task(self._handle_command(payload))
+        # Keep references: CPython's loop holds tasks weakly, and a collected task never runs.
+        self._command_tasks = [t for t in self._command_tasks if not t.done()]
+        self._command_tasks.append(asyncio.create_task(self._handle_command(payload)))
 
     async def _handle_command(self, payload):
         try:
             cmd = protocol.decode_command(payload)
         except protocol.ProtocolError as exc:
             log("bad command:", exc)
-            self._queue("event", protocol.encode_event(self.seq.take(), compat.unix_time(), "fault", "cmd",
-                                                       "refused", str(exc)[:120]))
+            self._queue(
+                "event",
+                protocol.encode_event(
+                    self.seq.take(), compat.unix_time(), "fault", "cmd", "refused", str(exc)[:120]
+                ),
+            )
             return
         ok, detail = self.irrigation.start(cmd["params"]["seconds"], "cmd " + cmd["id"])
-        await self._send_ack(protocol.encode_ack(cmd["id"], ok, "started" if ok else "refused",
-                                                 compat.unix_time(), detail))
+        await self._send_ack(
+            protocol.encode_ack(
+                cmd["id"], ok, "started" if ok else "refused", compat.unix_time(), detail
+            )
+        )
 
     async def _send_ack(self, payload):
         client = self.client
@@ -193,10 +226,16 @@ class GardenNode:
     def _new_client(self):
         broker = self.cfg["broker"]
         will = (self.topic_status, protocol.encode_status(False), 1, True)
-        return self._client_factory(self.cfg["node"], broker["host"], port=broker["port"],
-                                    username=broker["username"] or self.cfg["node"],
-                                    password=broker["password"] or None,
-                                    keepalive_s=broker["keepalive_s"], clean_session=True, will=will)
+        return self._client_factory(
+            self.cfg["node"],
+            broker["host"],
+            port=broker["port"],
+            username=broker["username"] or self.cfg["node"],
+            password=broker["password"] or None,
+            keepalive_s=broker["keepalive_s"],
+            clean_session=True,
+            will=will,
+        )
 
     async def _session(self, client):
         link_down = asyncio.Event()
@@ -204,8 +243,15 @@ class GardenNode:
         client.on_disconnect = lambda reason: link_down.set()
         await client.connect()
         await client.subscribe(self.topic_cmd, qos=1)
-        birth = protocol.encode_status(True, self.cfg["role"], FW_VERSION, self.board.name,
-                                       compat.monotonic_ms() // 1000, self.seq.first, compat.unix_time())
+        birth = protocol.encode_status(
+            True,
+            self.cfg["role"],
+            FW_VERSION,
+            self.board.name,
+            compat.monotonic_ms() // 1000,
+            self.seq.first,
+            compat.unix_time(),
+        )
         await client.publish(self.topic_status, birth, qos=1, retain=True)
         self.client = client
         if self.led:
@@ -244,8 +290,15 @@ class GardenNode:
             backoff_s = min(backoff_s * 2, _BACKOFF_MAX_S)
 
     async def run(self):
-        log("boot", self.board.name, "reset cause", self.board.reset_cause(), "seq from", self.seq.first)
-        asyncio.create_task(self._report_loop())
+        log(
+            "boot",
+            self.board.name,
+            "reset cause",
+            self.board.reset_cause(),
+            "seq from",
+            self.seq.first,
+        )
+        self._report_task = asyncio.create_task(self._report_loop())
         await self._connection_loop()
 
 

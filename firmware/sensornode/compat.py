@@ -3,7 +3,7 @@
 import time
 
 try:
-    from micropython import const  # noqa: F401  # pyright: ignore[reportAssignmentType]
+    from micropython import const  # pyright: ignore[reportAssignmentType]
 except ImportError:
 
     def const(expr):  # type: ignore[no-redef]

@@ -11,7 +11,13 @@ DEFAULTS = {
     "node": "",
     "role": "garden",
     "wifi": {"ssid": "", "password": ""},
-    "broker": {"host": "127.0.0.1", "port": 1883, "username": "", "password": "", "keepalive_s": 30},
+    "broker": {
+        "host": "127.0.0.1",
+        "port": 1883,
+        "username": "",
+        "password": "",
+        "keepalive_s": 30,
+    },
     "report_interval_s": 10,
     "soil": {"dry_raw": 50000, "wet_raw": 24000},
     "irrigation": {"max_run_s": 600},
@@ -29,7 +35,9 @@ def _merge(defaults, given, where, errors):
     for key in given:
         path = where + key
         if key not in defaults:
-            errors.append("%s: unknown field; known fields here: %s" % (path, ", ".join(sorted(defaults))))
+            errors.append(
+                "%s: unknown field; known fields here: %s" % (path, ", ".join(sorted(defaults)))
+            )
             continue
         if isinstance(defaults[key], dict):
             if not isinstance(given[key], dict):
@@ -50,7 +58,9 @@ def _check_int(errors, cfg, path, low, high):
 def _check_text(errors, cfg, path, allow_empty=True):
     value = _lookup(cfg, path)
     if not isinstance(value, str) or (not allow_empty and not value):
-        errors.append("%s: must be %stext, got %r" % (path, "" if allow_empty else "non-empty ", value))
+        errors.append(
+            "%s: must be %stext, got %r" % (path, "" if allow_empty else "non-empty ", value)
+        )
 
 
 def _lookup(cfg, path):
@@ -61,15 +71,17 @@ def _lookup(cfg, path):
 
 
 def validate(given):
-    """Return the complete config (defaults filled in) or raise ConfigError listing every problem."""
+    """Return the full config (defaults filled in) or raise ConfigError listing every problem."""
     if not isinstance(given, dict):
         raise ConfigError("config: must be a JSON object")
     errors = []
     cfg = _merge(DEFAULTS, given, "", errors)
     for field in ("site", "node"):
         if not protocol.valid_name(cfg[field]):
-            errors.append("%s: %r is not a valid name; use 1-32 characters of a-z, 0-9, '-' or '_'"
-                          % (field, cfg[field]))
+            errors.append(
+                "%s: %r is not a valid name; use 1-32 characters of a-z, 0-9, '-' or '_'"
+                % (field, cfg[field])
+            )
     if cfg["role"] not in protocol.ROLES:
         errors.append("role: must be one of %s, got %r" % (", ".join(protocol.ROLES), cfg["role"]))
     _check_text(errors, cfg, "wifi.ssid")
@@ -84,8 +96,10 @@ def validate(given):
     _check_int(errors, cfg, "soil.wet_raw", 0, 65535)
     _check_int(errors, cfg, "irrigation.max_run_s", 1, protocol.MAX_IRRIGATE_S)
     if not errors and cfg["soil"]["dry_raw"] <= cfg["soil"]["wet_raw"]:
-        errors.append("soil.dry_raw: must be above soil.wet_raw (capacitive probes read lower in "
-                      "wetter soil); recalibrate in dry and in saturated soil")
+        errors.append(
+            "soil.dry_raw: must be above soil.wet_raw (capacitive probes read lower in "
+            "wetter soil); recalibrate in dry and in saturated soil"
+        )
     if errors:
         raise ConfigError("; ".join(errors))
     return cfg
@@ -96,9 +110,11 @@ def load(path=CONFIG_FILE):
         with open(path) as f:
             text = f.read()
     except OSError:
-        raise ConfigError("%s: cannot be read; write the node config there (see README, 'Node config')" % path)
+        raise ConfigError(
+            "%s: cannot be read; write the node config there (see README, 'Node config')" % path
+        ) from None
     try:
         given = json.loads(text)
     except ValueError as exc:
-        raise ConfigError("%s: not valid JSON (%s)" % (path, exc))
+        raise ConfigError("%s: not valid JSON (%s)" % (path, exc)) from None
     return validate(given)

@@ -43,10 +43,7 @@ class ProtocolError(ValueError):
 def valid_name(name: object) -> bool:
     if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME:
         return False
-    for ch in name:
-        if ch not in _NAME_CHARS:
-            return False
-    return True
+    return all(ch in _NAME_CHARS for ch in name)
 
 
 def check_name(field: str, name: object) -> str:
@@ -93,7 +90,7 @@ def _is_int(value: object) -> bool:
 
 def _is_number(value: object) -> bool:
     """A JSON number we can store: not bool, not NaN or infinite, not an absurdly long int."""
-    if isinstance(value, bool) or not (isinstance(value, int) or isinstance(value, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return -1e300 <= value <= 1e300  # False for NaN too
 
@@ -107,7 +104,9 @@ def _field(obj: "dict[str, Any]", where: str, key: str) -> "Any":
 def _int_field(obj: "dict[str, Any]", where: str, key: str, low: int, high: int) -> int:
     value = _field(obj, where, key)
     if not _is_int(value) or not low <= value <= high:
-        raise ProtocolError("%s.%s: must be an integer in %d..%d, got %r" % (where, key, low, high, value))
+        raise ProtocolError(
+            "%s.%s: must be an integer in %d..%d, got %r" % (where, key, low, high, value)
+        )
     return int(value)
 
 
@@ -122,7 +121,9 @@ def _timestamp(obj: "dict[str, Any]", where: str) -> float:
 def _str_field(obj: "dict[str, Any]", where: str, key: str, max_len: int = 64) -> str:
     value = _field(obj, where, key)
     if not isinstance(value, str) or not 0 < len(value) <= max_len:
-        raise ProtocolError("%s.%s: must be a text of 1-%d characters, got %r" % (where, key, max_len, value))
+        raise ProtocolError(
+            "%s.%s: must be a text of 1-%d characters, got %r" % (where, key, max_len, value)
+        )
     return value
 
 
@@ -132,12 +133,15 @@ def _load(payload: "bytes | str", where: str) -> "dict[str, Any]":
         obj = json.loads(text)
     # Hostile nesting: RecursionError (a RuntimeError) on CPython, MemoryError on MicroPython.
     except (ValueError, UnicodeError, RuntimeError, MemoryError) as exc:
-        raise ProtocolError("%s: not JSON (%s)" % (where, exc))
+        raise ProtocolError("%s: not JSON (%s)" % (where, exc)) from None
     if not isinstance(obj, dict):
         raise ProtocolError("%s: must be a JSON object" % where)
     version = obj.get("v")
     if version != PROTOCOL_VERSION:
-        raise ProtocolError("%s.v: protocol version %r is not supported (expected %d)" % (where, version, PROTOCOL_VERSION))
+        raise ProtocolError(
+            "%s.v: protocol version %r is not supported (expected %d)"
+            % (where, version, PROTOCOL_VERSION)
+        )
     return obj
 
 
@@ -149,12 +153,28 @@ def _dump(obj: "dict[str, Any]") -> bytes:
 # ---- status (retained birth message and last will) ---------------------------------------
 
 
-def encode_status(online: bool, role: str = "", fw: str = "", board: str = "", uptime_s: int = 0,
-                  seq_next: int = 0, ts: float = 0.0) -> bytes:
+def encode_status(
+    online: bool,
+    role: str = "",
+    fw: str = "",
+    board: str = "",
+    uptime_s: int = 0,
+    seq_next: int = 0,
+    ts: float = 0.0,
+) -> bytes:
     if not online:
         return _dump({"online": False})
-    return _dump({"online": True, "role": role, "fw": fw, "board": board, "uptime_s": uptime_s,
-                  "seq_next": seq_next, "ts": ts})
+    return _dump(
+        {
+            "online": True,
+            "role": role,
+            "fw": fw,
+            "board": board,
+            "uptime_s": uptime_s,
+            "seq_next": seq_next,
+            "ts": ts,
+        }
+    )
 
 
 def decode_status(payload: "bytes | str") -> "dict[str, Any]":
@@ -192,15 +212,20 @@ def _decode_values(values: object, where: str) -> "dict[str, float]":
     out = {}
     for name, value in values.items():
         if name not in QUANTITIES:
-            raise ProtocolError("%s.values.%s: unknown quantity (known: %s)" % (where, name, ", ".join(sorted(QUANTITIES))))
+            raise ProtocolError(
+                "%s.values.%s: unknown quantity (known: %s)"
+                % (where, name, ", ".join(sorted(QUANTITIES)))
+            )
         if not _is_number(value):
-            raise ProtocolError("%s.values.%s: must be a finite number, got %r" % (where, name, value))
+            raise ProtocolError(
+                "%s.values.%s: must be a finite number, got %r" % (where, name, value)
+            )
         out[name] = float(value)
     return out
 
 
 def decode_telemetry(payload: "bytes | str") -> "list[dict[str, Any]]":
-    """Return the batch as [{"seq", "ts", "values"}]; the whole payload is refused if any entry is bad."""
+    """The batch as [{"seq", "ts", "values"}]; one bad entry refuses the whole payload."""
     obj = _load(payload, "telemetry")
     batch = _field(obj, "telemetry", "batch")
     if not isinstance(batch, list) or not batch:
@@ -210,11 +235,13 @@ def decode_telemetry(payload: "bytes | str") -> "list[dict[str, Any]]":
         where = "telemetry.batch[%d]" % i
         if not isinstance(entry, dict):
             raise ProtocolError("%s: must be an object" % where)
-        out.append({
-            "seq": _int_field(entry, where, "seq", 0, 2**53),
-            "ts": _timestamp(entry, where),
-            "values": _decode_values(_field(entry, where, "values"), where),
-        })
+        out.append(
+            {
+                "seq": _int_field(entry, where, "seq", 0, 2**53),
+                "ts": _timestamp(entry, where),
+                "values": _decode_values(_field(entry, where, "values"), where),
+            }
+        )
     return out
 
 
@@ -234,7 +261,9 @@ def decode_event(payload: "bytes | str") -> "dict[str, Any]":
     obj = _load(payload, "event")
     kind = _field(obj, "event", "kind")
     if kind not in EVENT_KINDS:
-        raise ProtocolError("event.kind: must be one of %s, got %r" % (", ".join(EVENT_KINDS), kind))
+        raise ProtocolError(
+            "event.kind: must be one of %s, got %r" % (", ".join(EVENT_KINDS), kind)
+        )
     detail = obj.get("detail", "")
     if not isinstance(detail, str):
         raise ProtocolError("event.detail: must be text, got %r" % (detail,))
@@ -287,9 +316,16 @@ def decode_ack(payload: "bytes | str") -> "dict[str, Any]":
         raise ProtocolError("ack.ok: must be true or false, got %r" % (ok,))
     result = _field(obj, "ack", "result")
     if result not in ACK_RESULTS:
-        raise ProtocolError("ack.result: must be one of %s, got %r" % (", ".join(ACK_RESULTS), result))
+        raise ProtocolError(
+            "ack.result: must be one of %s, got %r" % (", ".join(ACK_RESULTS), result)
+        )
     detail = obj.get("detail", "")
     if not isinstance(detail, str):
         raise ProtocolError("ack.detail: must be text, got %r" % (detail,))
-    return {"id": _str_field(obj, "ack", "id", 40), "ok": ok, "result": result,
-            "ts": _timestamp(obj, "ack"), "detail": detail}
+    return {
+        "id": _str_field(obj, "ack", "id", 40),
+        "ok": ok,
+        "result": result,
+        "ts": _timestamp(obj, "ack"),
+        "detail": detail,
+    }

@@ -37,7 +37,11 @@ def check_topic(vector):
     except protocol.ProtocolError as exc:
         if vector["ok"]:
             return "refused a valid topic: %s" % exc
-        return None if vector["error"] in str(exc) else "error %r lacks %r" % (str(exc), vector["error"])
+        return (
+            None
+            if vector["error"] in str(exc)
+            else "error %r lacks %r" % (str(exc), vector["error"])
+        )
     if not vector["ok"]:
         return "accepted an invalid topic"
     return None if list(parts) == vector["parts"] else "parsed %r" % (parts,)

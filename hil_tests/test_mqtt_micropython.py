@@ -1,0 +1,219 @@
+"""The node's MQTT client under the real MicroPython interpreter, against a real mosquitto:
+a command/ack round trip (from source and from the .mpy files we ship) and the will on a crash."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.publish as paho_publish
+import pytest
+from paho.mqtt.client import Client as PahoClient
+from paho.mqtt.client import MQTTMessage
+from paho.mqtt.enums import CallbackAPIVersion
+
+from hil_tests.target import micropython_binary
+from testkit.mosquitto import Mosquitto
+from testkit.procs import stop_process, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+CLIENT_MODULES = (
+    "sensornode/__init__.py",
+    "sensornode/compat.py",
+    "sensornode/net/__init__.py",
+    "sensornode/net/mqtt.py",
+)
+
+NODE_SCRIPT = r"""
+import asyncio
+import gc
+import sys
+
+gc.collect()
+heap_start = gc.mem_alloc()
+from sensornode.net.mqtt import MQTTClient
+
+gc.collect()
+heap_import = gc.mem_alloc() - heap_start
+port = int(sys.argv[1])
+
+
+async def roundtrip():
+    # keepalive 1 s: the idle pause below outlasts the broker's 1.5 s limit, so only our
+    # PINGREQs keep the link up.
+    client = MQTTClient("mpy-roundtrip", "127.0.0.1", port, keepalive_s=1)
+    inbox = []
+    client.on_message = lambda topic, payload, retained: inbox.append((topic, payload, retained))
+    gc.collect()
+    before = gc.mem_alloc()
+    await client.connect()
+    gc.collect()
+    print("HEAP import=%d connect=%d" % (heap_import, gc.mem_alloc() - before))
+    print("GRANTED", await client.subscribe("nt/hil/n1/cmd", 1))
+    print("READY")
+    for _ in range(500):  # up to 10 s for the test's command
+        if inbox:
+            break
+        await asyncio.sleep_ms(20)
+    topic, payload, retained = inbox[0]
+    print("GOT", topic, payload, retained)
+    await asyncio.sleep_ms(1700)
+    await client.publish("nt/hil/n1/ack", b"echo:" + payload, qos=1)
+    print("STATS sent=%d received=%d pings=%d" % (
+        client.stats["sent"], client.stats["received"], client.stats["pings"]))
+    await client.disconnect()
+    print("DONE", client.is_connected)
+
+
+async def crash():
+    client = MQTTClient("mpy-crash", "127.0.0.1", port,
+                        will=("nt/hil/n1/status", b"offline", 1, True))
+    await client.connect()
+    await client.publish("nt/hil/n1/status", b"online", qos=1, retain=True)
+    print("READY")
+    await asyncio.sleep(30)  # the test kills us long before this
+
+
+asyncio.run(roundtrip() if sys.argv[2] == "roundtrip" else crash())
+"""
+
+
+class Node:
+    """The script above running under micropython; all output in one file (MicroPython prints
+    uncaught tracebacks to stdout)."""
+
+    def __init__(self, tmp_path: Path, micropypath: str, broker: Mosquitto, mode: str) -> None:
+        script = tmp_path / "node_script.py"
+        script.write_text(NODE_SCRIPT)
+        self.output_path = tmp_path / f"{mode}.out"
+        env = dict(os.environ, MICROPYPATH=micropypath)
+        with self.output_path.open("wb") as sink:
+            self.proc = subprocess.Popen(
+                [micropython_binary(), str(script), str(broker.port), mode],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    def output(self) -> str:
+        return self.output_path.read_text()
+
+    def wait_output(self, marker: str, timeout: float = 10) -> None:
+        try:
+            wait_for(
+                lambda: marker in self.output(),
+                timeout,
+                f"{marker!r} from micropython",
+                proc=self.proc,
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- micropython output ---\n{self.output()}") from None
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        return stop_process(self.proc, sig=sig)
+
+
+class Watcher:
+    """A paho subscriber whose messages arrive on a queue."""
+
+    def __init__(self, broker: Mosquitto, topic: str) -> None:
+        self.messages: queue.Queue[MQTTMessage] = queue.Queue()
+        subscribed = threading.Event()
+        self.client = PahoClient(CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex}")
+
+        def subscribe_when_connected(client: PahoClient, *_: object) -> None:
+            client.subscribe(topic, qos=1)
+
+        self.client.on_connect = subscribe_when_connected
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = lambda _client, _userdata, message: self.messages.put(message)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if not subscribed.wait(5):
+            self.close()
+            raise AssertionError(f"paho watcher could not subscribe to {topic}")
+
+    def next_payload(self, timeout: float = 5) -> bytes:
+        try:
+            return bytes(self.messages.get(timeout=timeout).payload)
+        except queue.Empty:
+            raise AssertionError(f"no message within {timeout}s") from None
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def watcher(mosquitto: Mosquitto) -> Iterator[Watcher]:
+    watching = Watcher(mosquitto, "nt/hil/#")
+    yield watching
+    watching.close()
+
+
+def compile_client(target: Path) -> None:
+    """The .mpy build we ship: mpy-cross output for every module the client imports."""
+    mpy_cross = Path(micropython_binary()).parent / "mpy-cross"
+    for module in CLIENT_MODULES:
+        out = (target / module).with_suffix(".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [str(mpy_cross), str(REPO / "firmware" / module), "-o", str(out)],
+            check=True,
+            timeout=30,
+            capture_output=True,
+        )
+
+
+@pytest.mark.parametrize("build", ["py", "mpy"])
+def test_command_ack_roundtrip_under_micropython(
+    tmp_path: Path, mosquitto: Mosquitto, watcher: Watcher, build: str
+) -> None:
+    if build == "mpy":
+        compile_client(tmp_path / "lib")
+        micropypath = f"{tmp_path / 'lib'}:.frozen"
+    else:
+        micropypath = f"{REPO / 'firmware'}:.frozen"
+    node = Node(tmp_path, micropypath, mosquitto, "roundtrip")
+    try:
+        node.wait_output("READY")
+        paho_publish.single(
+            "nt/hil/n1/cmd", b"ping", qos=1, hostname=mosquitto.host, port=mosquitto.port
+        )
+        assert watcher.next_payload() == b"ping"  # the watcher sees the command too
+        assert watcher.next_payload(timeout=10) == b"echo:ping"
+        node.wait_output("DONE")
+        assert node.proc.wait(timeout=10) == 0, node.output()
+    finally:
+        node.stop()
+    output = node.output()
+    assert "GRANTED 1" in output
+    assert "GOT nt/hil/n1/cmd b'ping' False" in output
+    stats = re.search(r"STATS sent=(\d+) received=(\d+) pings=(\d+)", output)
+    assert stats is not None, output
+    assert (int(stats[1]), int(stats[2])) == (1, 1)
+    assert int(stats[3]) >= 1  # the idle pause was bridged by PINGREQs
+    assert "DONE False" in output
+    heap = re.search(r"HEAP import=(\d+) connect=(\d+)", output)
+    assert heap is not None, output
+    print(f"micropython heap ({build}): import {heap[1]} B, connect {heap[2]} B")
+
+
+def test_will_is_published_when_micropython_is_killed(
+    tmp_path: Path, mosquitto: Mosquitto, watcher: Watcher
+) -> None:
+    node = Node(tmp_path, f"{REPO / 'firmware'}:.frozen", mosquitto, "crash")
+    try:
+        node.wait_output("READY")
+        assert watcher.next_payload() == b"online"
+        assert node.stop(sig=signal.SIGKILL) == -signal.SIGKILL
+    finally:
+        node.stop()
+    assert watcher.next_payload() == b"offline", node.output()
