@@ -43,8 +43,8 @@ _EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
 
 
 def unix_time():
-    """Seconds since 1970 as a float, whatever the port's epoch."""
-    return time.time() + _EPOCH_OFFSET
+    """Seconds since 1970, to the millisecond, whatever the port's epoch."""
+    return round(time.time() + _EPOCH_OFFSET, 3)
 
 
 def monotonic_ms():

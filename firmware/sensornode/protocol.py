@@ -147,7 +147,7 @@ def _load(payload: "bytes | str", where: str) -> "dict[str, Any]":
 
 def _dump(obj: "dict[str, Any]") -> bytes:
     obj["v"] = PROTOCOL_VERSION
-    return json.dumps(obj).encode()
+    return json.dumps(obj, separators=(",", ":")).encode()  # compact: every byte is airtime
 
 
 # ---- status (retained birth message and last will) ---------------------------------------

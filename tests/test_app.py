@@ -1,0 +1,248 @@
+"""The garden node app under CPython: the same firmware modules, the emulated machine in-process,
+our MQTT client against a real mosquitto, observed and commanded by a paho client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import emu  # type: ignore[import-not-found]  # boards/emulated, on pytest's pythonpath
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from sensornode import app, protocol
+from sensornode.board import Board
+from sensornode.sequence import Sequence
+
+from edge_gateway.boards import load_profile
+from testkit.emulated import emulated_board, fresh_emulation  # noqa: F401  (fixture)
+from testkit.mosquitto import Mosquitto
+from testkit.procs import wait_for
+
+SITE = "t"
+NODE = "bed-1"
+TS = 1795300000.0
+
+
+class Observer:
+    """A paho client that records everything under the site and can send commands."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        # A persistent session: what the node publishes while we reconnect is queued for us.
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="observer", clean_session=False
+        )
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        result, _ = self.client.subscribe(f"nt/{SITE}/#", qos=1)
+        assert result == mqtt.MQTT_ERR_SUCCESS
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def of(self, kind: str) -> list[bytes]:
+        topic = protocol.node_topic(SITE, NODE, kind)
+        with self._lock:
+            return [payload for t, payload, _ in self.messages if t == topic]
+
+    def telemetry(self) -> list[dict[str, Any]]:
+        return [
+            entry for p in self.of(protocol.TELEMETRY) for entry in protocol.decode_telemetry(p)
+        ]
+
+    def events(self) -> list[dict[str, Any]]:
+        return [protocol.decode_event(p) for p in self.of(protocol.EVENT)]
+
+    def acks(self) -> list[dict[str, Any]]:
+        return [protocol.decode_ack(p) for p in self.of(protocol.ACK)]
+
+    def command(self, cmd_id: str, seconds: int, retain: bool = False) -> None:
+        payload = protocol.encode_command(cmd_id, "irrigate", {"seconds": seconds}, time.time())
+        self.send(payload, retain)
+
+    def send(self, payload: bytes, retain: bool = False) -> None:
+        info = self.client.publish(
+            protocol.node_topic(SITE, NODE, protocol.CMD), payload, 1, retain
+        )
+        info.wait_for_publish(timeout=5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def observer(mosquitto: Mosquitto) -> Iterator[Observer]:
+    watcher = Observer(mosquitto)
+    wait_for(lambda: watcher.client.is_connected(), timeout=5, what="observer connected")
+    yield watcher
+    watcher.close()
+
+
+def make_node(broker: Mosquitto, tmp_path: Path, **overrides: Any) -> app.GardenNode:
+    emulated_board("emulated", {"soil_moisture": 30.0, "adc_noise_raw": 0})
+    cfg = {
+        "site": SITE,
+        "node": NODE,
+        "role": "garden",
+        "report_interval_s": 1,
+        "wifi": {"ssid": "", "password": ""},
+        "broker": {
+            "host": broker.host,
+            "port": broker.port,
+            "username": "",
+            "password": "",
+            "keepalive_s": 5,
+        },
+        "soil": {"dry_raw": 50000, "wet_raw": 24000},
+        "irrigation": {"max_run_s": 5},
+    }
+    cfg.update(overrides)
+    return app.GardenNode(
+        cfg, Board(load_profile("emulated")), Sequence(str(tmp_path / "seq.json"))
+    )
+
+
+def pump_level() -> bool:
+    return bool(emu.get().state()["pump"])
+
+
+async def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def run_with_node(node: app.GardenNode, scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    async def main() -> None:
+        task = asyncio.create_task(node.run())
+        try:
+            await scenario()
+        finally:
+            task.cancel()
+            for leftover in [node._report_task, *node._command_tasks]:
+                if leftover is not None:
+                    leftover.cancel()
+            if node.client is not None:
+                await node.client.disconnect()
+
+    asyncio.run(main())
+
+
+@pytest.mark.usefixtures("fresh_emulation")
+def test_birth_then_telemetry_with_increasing_seq(
+    mosquitto: Mosquitto, observer: Observer, tmp_path: Path
+) -> None:
+    node = make_node(mosquitto, tmp_path)
+
+    async def scenario() -> None:
+        await until(lambda: len(observer.telemetry()) >= 3, 10, "three readings")
+
+    run_with_node(node, scenario)
+    birth = protocol.decode_status(observer.of(protocol.STATUS)[0])
+    assert birth["online"] and birth["role"] == "garden" and birth["board"] == "emulated"
+    entries = observer.telemetry()
+    seqs = [e["seq"] for e in entries]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs) and seqs[0] >= birth["seq_next"]
+    # The emulated soil is at 30 % and the probe is calibrated like the world's probe.
+    assert all(28.0 <= e["values"]["soil_moisture"] <= 32.0 for e in entries), entries
+    assert all(e["values"]["pump"] == 0 for e in entries)
+
+
+@pytest.mark.usefixtures("fresh_emulation")
+def test_irrigate_runs_the_pump_for_n_seconds_then_refuses_overlap_and_excess(
+    mosquitto: Mosquitto, observer: Observer, tmp_path: Path
+) -> None:
+    node = make_node(mosquitto, tmp_path)
+
+    async def scenario() -> None:
+        await until(lambda: observer.of(protocol.STATUS), 10, "node online")
+        observer.command("c-long", 99)  # over irrigation.max_run_s = 5
+        await until(lambda: observer.acks(), 5, "ack of the over-long command")
+        assert not pump_level()
+        started = time.monotonic()
+        observer.command("c-run", 1)
+        await until(pump_level, 5, "pump on")
+        observer.command("c-overlap", 1)
+        await until(lambda: len(observer.acks()) == 3, 5, "ack of the overlapping command")
+        await until(lambda: not pump_level(), 5, "pump off")
+        assert 0.9 <= time.monotonic() - started <= 3.0
+        await until(lambda: len(observer.events()) == 2, 5, "pump on/off events")
+
+    run_with_node(node, scenario)
+    acks = {a["id"]: a for a in observer.acks()}
+    assert acks["c-long"]["ok"] is False and "max_run_s" in acks["c-long"]["detail"]
+    assert acks["c-run"]["ok"] is True and acks["c-run"]["result"] == "started"
+    assert acks["c-overlap"]["ok"] is False and "already irrigating" in acks["c-overlap"]["detail"]
+    events = observer.events()
+    assert [(e["name"], e["state"]) for e in events] == [("pump", "on"), ("pump", "off")]
+    assert all(e["detail"] == "cmd c-run" for e in events)
+
+
+@pytest.mark.usefixtures("fresh_emulation")
+def test_retained_command_is_never_obeyed_and_malformed_one_is_reported(
+    mosquitto: Mosquitto, observer: Observer, tmp_path: Path
+) -> None:
+    observer.command("stale", 3, retain=True)  # waiting on the broker before the node boots
+    node = make_node(mosquitto, tmp_path)
+
+    async def scenario() -> None:
+        await until(lambda: len(observer.telemetry()) >= 2, 10, "node reporting")
+        observer.send(b'{"v": 1, "id": "x1", "action": "flood", "params": {}, "ts": 1795300000}')
+        await until(lambda: observer.events(), 5, "fault event for the bad command")
+
+    try:
+        run_with_node(node, scenario)
+    finally:
+        observer.send(b"", retain=True)  # clear the retained message
+    assert all(e["values"]["pump"] == 0 for e in observer.telemetry())
+    assert [a["id"] for a in observer.acks()] == []
+    (fault,) = observer.events()
+    assert (
+        fault["kind"] == "fault" and fault["state"] == "refused" and "cmd.action" in fault["detail"]
+    )
+
+
+@pytest.mark.usefixtures("fresh_emulation")
+def test_readings_taken_while_the_broker_is_down_arrive_after_it_returns(
+    mosquitto: Mosquitto, observer: Observer, tmp_path: Path
+) -> None:
+    node = make_node(mosquitto, tmp_path)
+    before: list[int] = []
+
+    async def scenario() -> None:
+        await until(lambda: len(observer.telemetry()) >= 2, 10, "node reporting")
+        before.extend(e["seq"] for e in observer.telemetry())
+        mosquitto.stop()
+        await until(lambda: node.client is None, 15, "node notices the broker is gone")
+        await until(lambda: len(node.pending) >= 3, 10, "readings queued while offline")
+        mosquitto.start()
+        await asyncio.to_thread(wait_for, observer.client.is_connected, 15, "observer back")
+        await until(lambda: not node.pending and node.client is not None, 40, "queue flushed")
+
+    run_with_node(node, scenario)
+    assert node.dropped == 0
+    seqs = sorted({e["seq"] for e in observer.telemetry()})
+    assert seqs[-1] - max(before) >= 3, "no readings from the outage arrived"
+    assert seqs == list(range(seqs[0], seqs[-1] + 1)), "a reading was lost"
+
+
+def test_payload_sizes_stay_small() -> None:
+    entry = {
+        "seq": 123456,
+        "ts": TS,
+        "values": {"soil_moisture": 41.5, "soil_raw": 38211, "pump": 0},
+    }
+    assert len(protocol.encode_telemetry([entry])) <= 110
+    assert json.loads(protocol.encode_telemetry([entry] * app.MAX_BATCH))["v"] == 1
