@@ -123,6 +123,13 @@ async def paho_send(broker: Mosquitto, topic: str, payload: bytes, qos: int = 1,
                             hostname=broker.host, port=broker.port)
 
 
+async def closed(writer: asyncio.StreamWriter) -> None:
+    """Wait for a stream to close, taking its reset error (if any) along: an error nobody
+    retrieves gets logged at interpreter exit."""
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
 class TcpProxy:
     """Loopback forwarder in front of the broker that can break the link like a network does:
     cut() resets both sockets (a crash or a pulled cable), freeze() keeps them open while bytes
@@ -169,6 +176,8 @@ class TcpProxy:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in self._writers:
+            await closed(writer)
 
 
 @contextlib.asynccontextmanager
@@ -199,6 +208,7 @@ async def fake_broker(script: Script) -> AsyncIterator[int]:
             await script(reader, writer)
         finally:
             writer.close()
+            await closed(writer)
 
     server = await asyncio.start_server(session, "127.0.0.1", 0)
     try:

@@ -155,7 +155,9 @@ class MQTTClient:
         self._pending = {}  # packet id -> _Pending; its size is the in-flight window
         self._next_id = 0
         self._inbox = []  # replaced per connection; the dispatcher exits once it is stale
-        self._inbox_ready = self._slot_free = self._write_lock = None
+        # Made anew per connection in _start_session (CPython binds them to one event loop).
+        self._inbox_ready, self._slot_free = asyncio.Event(), asyncio.Event()
+        self._write_lock = asyncio.Lock()
         self._last_tx = self._last_rx = 0
         self._ping_sent_at = None
         self._stage = ""
@@ -211,6 +213,8 @@ class MQTTClient:
         filter_field = _encode_str(topic_filter)
         ack = await self._request(_SUBACK, "SUBACK", deadline, lambda packet_id: _packet(
             _SUBSCRIBE, struct.pack(">H", packet_id), filter_field, bytes((qos,))))
+        if not ack or len(ack) < 3:
+            raise MQTTProtocolError("SUBACK without a return code")
         if ack[2] == 0x80:
             raise MQTTError("broker refused subscription to %r (SUBACK 0x80)" % topic_filter)
         return ack[2]
@@ -321,8 +325,11 @@ class MQTTClient:
         await self._wait(lock.acquire(), deadline, "a turn to write")
         try:
             self._check_connected()
-            self._writer.write(packet)
-            await asyncio.wait_for(self._writer.drain(), (stall_ms or self.SEND_TIMEOUT_MS) / 1000)
+            writer = self._writer
+            if writer is None:
+                raise OSError("no socket")
+            writer.write(packet)
+            await asyncio.wait_for(writer.drain(), (stall_ms or self.SEND_TIMEOUT_MS) / 1000)
         except asyncio.TimeoutError:  # before OSError: on CPython it is a subclass of OSError
             await self._drop("send stalled")
             raise MQTTTimeout("the socket took no packet for %d ms; link closed"
