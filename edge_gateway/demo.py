@@ -19,6 +19,7 @@ from typing import Any
 from edge_gateway.embedded_broker import READY_LINE
 from edge_gateway.emulator import EmulatedNode
 from edge_gateway.netutil import free_port, wait_port
+from edge_gateway.procutil import stop_process
 from edge_gateway.settings import SettingsError, broker_setting
 
 DEMO_SITE = "demo"
@@ -123,16 +124,7 @@ def stop_all(procs: list[tuple[str, subprocess.Popen[Any]]], nodes: list[Emulate
     for node in nodes:
         node.stop()
     for _, proc in reversed(procs):  # gateway before the broker, so it can say goodbye
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        stop_process(proc)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,6 +155,10 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"demo: {len(nodes)} garden nodes running firmware/ on emulated boards "
             f"({nodes[0].interpreter_name}); logs in {workdir}"
+        )
+        print(
+            "demo: water a bed from another terminal with\n"
+            f"  .venv/bin/neoterra irrigate bed-3 10 --broker {host}:{port} --site {DEMO_SITE}"
         )
         print("demo: live readings (Ctrl-C stops everything)")
         deadline = time.monotonic() + args.duration if args.duration else None

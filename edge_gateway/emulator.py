@@ -34,6 +34,7 @@ from types import ModuleType, TracebackType
 from typing import Any
 
 from edge_gateway.boards import load_profile, pin_facts_json
+from edge_gateway.procutil import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 EMULATED_DIR = REPO / "boards" / "emulated"
@@ -261,16 +262,8 @@ class EmulatedNode:
             self._wake.set()
             proc = self._proc
             supervisor = self._supervisor
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=grace)
         if proc is not None:
-            proc.wait()
-            self.exit_code = proc.returncode
+            self.exit_code = stop_process(proc, sig, grace)
         if supervisor is not None and supervisor is not threading.current_thread():
             supervisor.join(timeout=grace)
         _live_nodes.discard(self)

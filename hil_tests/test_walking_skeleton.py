@@ -54,6 +54,29 @@ def gateway(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Path]:
         log.close()
 
 
+def run_irrigate(
+    broker: Mosquitto, node: str, seconds: int, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """`neoterra irrigate` as a user runs it, in its own process."""
+    return subprocess.run(
+        neoterra(
+            "irrigate",
+            node,
+            str(seconds),
+            "--broker",
+            f"{broker.host}:{broker.port}",
+            "--site",
+            SITE,
+            "--timeout",
+            str(timeout),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=timeout + 20,
+        check=False,
+    )
+
+
 def node_config(name: str, broker: Mosquitto) -> dict[str, Any]:
     return {
         "site": SITE,
@@ -104,23 +127,7 @@ def test_node_reports_obeys_irrigate_and_goes_offline_when_killed(
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
         assert node.state()["pump"] is False
-        irrigate = subprocess.run(
-            neoterra(
-                "irrigate",
-                "bed-1",
-                "3",
-                "--broker",
-                f"{mosquitto.host}:{mosquitto.port}",
-                "--site",
-                SITE,
-                "--timeout",
-                "10",
-            ),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        irrigate = run_irrigate(mosquitto, "bed-1", seconds=3, timeout=10)
         assert irrigate.returncode == 0, irrigate.stdout + irrigate.stderr
         assert "started" in irrigate.stdout
         wait_for(lambda: node.state()["pump"] is True, timeout=5, what="emulated pump on")
@@ -150,22 +157,6 @@ def test_node_reports_obeys_irrigate_and_goes_offline_when_killed(
 
 
 def test_irrigate_unknown_node_times_out_clearly(mosquitto: Mosquitto, gateway: Path) -> None:
-    result = subprocess.run(
-        neoterra(
-            "irrigate",
-            "nobody",
-            "3",
-            "--broker",
-            f"{mosquitto.host}:{mosquitto.port}",
-            "--site",
-            SITE,
-            "--timeout",
-            "1",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_irrigate(mosquitto, "nobody", seconds=3, timeout=1)
     assert result.returncode == 1
     assert "nobody" in result.stdout + result.stderr

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from collections.abc import Callable
+
+from edge_gateway.procutil import stop_process
+
+__all__ = ["stop_process", "wait_for"]
 
 
 def wait_for(
@@ -27,22 +30,3 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
-
-
-def stop_process(
-    proc: subprocess.Popen[bytes] | subprocess.Popen[str],
-    sig: int = signal.SIGTERM,
-    grace: float = 5.0,
-) -> int:
-    """Signal the process, wait up to `grace` seconds, then SIGKILL; always reaps it."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=grace)
-    for stream in (proc.stdout, proc.stderr, proc.stdin):
-        if stream is not None:
-            stream.close()
-    return int(proc.returncode)
