@@ -29,6 +29,7 @@ CLIENT_MODULES = (
     "sensornode/compat.py",
     "sensornode/net/__init__.py",
     "sensornode/net/mqtt.py",
+    "sensornode/net/mqtt_packet.py",
 )
 
 NODE_SCRIPT = r"""

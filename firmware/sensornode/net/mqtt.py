@@ -4,96 +4,28 @@
 # dispatcher task runs on_message, so a handler may itself await a QoS1 publish without
 # deadlocking the reader; a keepalive task pings and notices half-open links. Every wait has a
 # deadline, and a stalled, closed or malformed link is closed and reported exactly once through
-# on_disconnect. QoS 2 is not supported (neither sent nor subscribed).
+# on_disconnect. QoS 2 is not supported (neither sent nor subscribed). The wire format (packet
+# building and parsing, pure bytes) lives in mqtt_packet.
 import asyncio
-import struct
 
-from sensornode.compat import const, ticks_add, ticks_diff, ticks_ms
+from sensornode.compat import ticks_add, ticks_diff, ticks_ms
+from sensornode.net import mqtt_packet as wire
 
-# Fixed-header first bytes (packet type << 4 | flags) this client sends or accepts.
-_CONNECT = const(0x10)
-_CONNACK = const(0x20)
-_PUBLISH = const(0x30)
-_PUBACK = const(0x40)
-_SUBSCRIBE = const(0x82)  # 3.1.1 requires flags 0b0010 on SUBSCRIBE
-_SUBACK = const(0x90)
-_PINGRESP = const(0xD0)
-_PINGREQ = b"\xc0\x00"
-_DISCONNECT = b"\xe0\x00"
+# Re-exported: the codec's errors and varint helpers are part of this module's API.
+from sensornode.net.mqtt_packet import (
+    MAX_REMAINING_LENGTH,
+    MQTTConnectionError,
+    MQTTConnectionRefused,
+    MQTTError,
+    MQTTProtocolError,
+    MQTTTimeout,
+    decode_remaining_length,
+    encode_remaining_length,
+)
 
-MAX_REMAINING_LENGTH = const(268435455)  # four varint bytes of seven bits each
-
-_REFUSALS = ("accepted", "unacceptable protocol version", "identifier rejected",
-             "server unavailable", "bad username or password", "not authorized")
-
-
-class MQTTError(Exception):
-    """Base class of every error this client raises."""
-
-
-class MQTTTimeout(MQTTError):
-    """An operation got no answer before its deadline."""
-
-
-class MQTTConnectionError(MQTTError):
-    """The broker cannot be reached, or the connection is not (or no longer) up."""
-
-
-class MQTTConnectionRefused(MQTTError):
-    """The broker answered CONNECT with a non-zero CONNACK return code (kept in .code)."""
-
-    def __init__(self, code):
-        reason = _REFUSALS[code] if code < len(_REFUSALS) else "unknown reason"
-        super().__init__("broker refused connection: %s (CONNACK %d)" % (reason, code))
-        self.code = code
-
-
-class MQTTProtocolError(MQTTError):
-    """The broker sent bytes that are not valid MQTT 3.1.1; the connection gets closed."""
-
-
-def encode_remaining_length(length):
-    """The fixed header's variable-length integer: 7 bits per byte, low group first."""
-    if not 0 <= length <= MAX_REMAINING_LENGTH:
-        raise ValueError("remaining length %d outside 0..%d" % (length, MAX_REMAINING_LENGTH))
-    out = bytearray()
-    while length > 0x7F:
-        out.append(length & 0x7F | 0x80)
-        length >>= 7
-    out.append(length)
-    return bytes(out)
-
-
-def decode_remaining_length(data, offset=0):
-    """Return (length, offset just past it); MQTTProtocolError if truncated or over 4 bytes."""
-    value = 0
-    for index in range(4):
-        if offset + index >= len(data):
-            raise MQTTProtocolError("truncated remaining length")
-        digit = data[offset + index]
-        value |= (digit & 0x7F) << (7 * index)
-        if not digit & 0x80:
-            return value, offset + index + 1
-    raise MQTTProtocolError("remaining length longer than 4 bytes")
-
-
-def _as_bytes(data):
-    return data.encode() if isinstance(data, str) else data
-
-
-def _encode_str(text):
-    data = _as_bytes(text)
-    if len(data) > 0xFFFF:
-        raise ValueError("MQTT strings are limited to 65535 bytes")
-    return struct.pack(">H", len(data)) + data
-
-
-def _packet(first_byte, *parts):
-    packet = bytearray((first_byte,))
-    packet += encode_remaining_length(sum(len(part) for part in parts))
-    for part in parts:
-        packet += part
-    return packet
+__all__ = ("MAX_REMAINING_LENGTH", "MQTTClient", "MQTTConnectionError", "MQTTConnectionRefused",
+           "MQTTError", "MQTTProtocolError", "MQTTTimeout", "decode_remaining_length",
+           "encode_remaining_length")
 
 
 async def _close_stream(writer, abort):
@@ -196,13 +128,12 @@ class MQTTClient:
         if not topic or "+" in topic or "#" in topic:
             raise ValueError("invalid topic to publish to: %r" % topic)
         deadline = ticks_add(ticks_ms(), timeout_ms)
-        first = _PUBLISH | qos << 1 | (1 if retain else 0)
-        topic_field, payload = _encode_str(topic), _as_bytes(payload)
+        topic_field, payload = wire.encode_str(topic), wire.as_bytes(payload)
         if qos == 0:
-            await self._send(_packet(first, topic_field, payload), deadline)
+            await self._send(wire.publish_packet(topic_field, payload, 0, retain), deadline)
         else:
-            await self._request(_PUBACK, "PUBACK", deadline, lambda packet_id: _packet(
-                first, topic_field, struct.pack(">H", packet_id), payload))
+            await self._request(wire.PUBACK, "PUBACK", deadline, lambda packet_id:
+                                wire.publish_packet(topic_field, payload, 1, retain, packet_id))
         self.stats["sent"] += 1
 
     async def subscribe(self, topic_filter, qos=1, timeout_ms=5000):
@@ -210,9 +141,9 @@ class MQTTClient:
         if qos not in (0, 1):
             raise ValueError("qos must be 0 or 1")
         deadline = ticks_add(ticks_ms(), timeout_ms)
-        filter_field = _encode_str(topic_filter)
-        ack = await self._request(_SUBACK, "SUBACK", deadline, lambda packet_id: _packet(
-            _SUBSCRIBE, struct.pack(">H", packet_id), filter_field, bytes((qos,))))
+        filter_field = wire.encode_str(topic_filter)
+        ack = await self._request(wire.SUBACK, "SUBACK", deadline, lambda packet_id:
+                                  wire.subscribe_packet(packet_id, filter_field, qos))
         if not ack or len(ack) < 3:
             raise MQTTProtocolError("SUBACK without a return code")
         if ack[2] == 0x80:
@@ -225,7 +156,7 @@ class MQTTClient:
             return
         self._leaving = True
         try:
-            await self._send(_DISCONNECT, ticks_add(ticks_ms(), timeout_ms), timeout_ms)
+            await self._send(wire.DISCONNECT, ticks_add(ticks_ms(), timeout_ms), timeout_ms)
         except MQTTError:
             return  # the link failed while saying goodbye; that was reported already
         await self._drop("client disconnected", abort=False)
@@ -233,32 +164,13 @@ class MQTTClient:
     async def _handshake(self):
         self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         self._stage = "sending CONNECT"  # MicroPython reports a refused TCP connect only here
-        self._writer.write(self._connect_packet())
+        self._writer.write(wire.connect_packet(self.client_id, self.keepalive_s,
+                                               self.clean_session, self.will, self.username,
+                                               self.password))
         await self._writer.drain()
         self._stage = "waiting for CONNACK"
         first, body = await self._read_packet(self._reader)
-        if first != _CONNACK or len(body) != 2 or body[0] & 0xFE:
-            raise MQTTProtocolError("expected CONNACK, got type 0x%02x with %d bytes"
-                                    % (first, len(body)))
-        if body[1]:
-            raise MQTTConnectionRefused(body[1])
-        self.session_present = bool(body[0] & 1)
-
-    def _connect_packet(self):
-        flags = 0x02 if self.clean_session else 0
-        fields = [_encode_str(self.client_id)]
-        if self.will is not None:
-            topic, message, qos, retain = self.will
-            flags |= 0x04 | qos << 3 | (0x20 if retain else 0)
-            fields += (_encode_str(topic), _encode_str(message))
-        if self.username is not None:
-            flags |= 0x80
-            fields.append(_encode_str(self.username))
-        if self.password is not None:
-            flags |= 0x40
-            fields.append(_encode_str(self.password))
-        return _packet(_CONNECT, b"\x00\x04MQTT\x04", bytes((flags,)),
-                       struct.pack(">H", self.keepalive_s), *fields)
+        self.session_present = wire.parse_connack(first, body)
 
     def _start_session(self):
         self._connected = True
@@ -397,14 +309,10 @@ class MQTTClient:
         await self._drop(reason)
 
     def _handle_packet(self, first, body):
-        if first & 0xF0 == _PUBLISH:
+        if first & 0xF0 == wire.PUBLISH:
             self._queue_publish(first, body)
-        elif first in (_PUBACK, _SUBACK):
-            if len(body) != (2 if first == _PUBACK else 3):
-                raise MQTTProtocolError("ack type 0x%02x with %d bytes" % (first, len(body)))
-            if first == _SUBACK and body[2] not in (0, 1, 2, 0x80):
-                raise MQTTProtocolError("SUBACK return code 0x%02x" % body[2])
-            pending = self._pending.get(body[0] << 8 | body[1])
+        elif first in (wire.PUBACK, wire.SUBACK):
+            pending = self._pending.get(wire.parse_ack(first, body))
             if pending is None or pending.done.is_set():
                 return  # its waiter gave up (timed out) or lost its link: nothing left to do
             if pending.ack_type != first:
@@ -412,33 +320,18 @@ class MQTTClient:
                                         % (first, pending.ack_type))
             pending.result = body
             pending.done.set()
-        elif first != _PINGRESP or body:
+        elif first != wire.PINGRESP or body:
             raise MQTTProtocolError("unexpected packet type 0x%02x (%d bytes)" % (first, len(body)))
 
     def _queue_publish(self, first, body):
-        qos = first >> 1 & 3
-        if qos > 1:
-            raise MQTTProtocolError("PUBLISH with QoS %d; only QoS 0 and 1 are subscribed" % qos)
-        if len(body) < 2:
-            raise MQTTProtocolError("PUBLISH without a topic")
-        topic_end = 2 + (body[0] << 8 | body[1])
-        payload_start = topic_end + 2 * qos
-        if len(body) < payload_start:
-            raise MQTTProtocolError("PUBLISH shorter than its topic and packet id")
-        packet_id = (body[topic_end] << 8 | body[topic_end + 1]) if qos else 0
-        if qos and not packet_id:
-            raise MQTTProtocolError("QoS1 PUBLISH with packet id 0")
-        try:
-            topic = body[2:topic_end].decode()
-        except UnicodeError:
-            raise MQTTProtocolError("PUBLISH topic is not UTF-8") from None
+        topic, payload_start, retained, packet_id = wire.publish_header(first, body)
         self.stats["received"] += 1
         if len(self._inbox) >= self.INBOX_SIZE:
             # The reader must never wait on the application (a handler awaiting a PUBACK would
             # deadlock), so overflow is dropped. No PUBACK: a persistent session redelivers it.
             self.stats["drops"] += 1
             return
-        self._inbox.append((topic, body[payload_start:], bool(first & 1), packet_id))
+        self._inbox.append((topic, body[payload_start:], retained, packet_id))
         self._inbox_ready.set()
 
     async def _dispatch_loop(self, inbox, ready):
@@ -456,7 +349,7 @@ class MQTTClient:
                 await self._call(self.on_message, (topic, payload, retained))
             if packet_id and inbox is self._inbox:  # acked only once the handler is done
                 try:
-                    await self._send(struct.pack(">BBH", _PUBACK, 2, packet_id),
+                    await self._send(wire.puback_packet(packet_id),
                                      ticks_add(ticks_ms(), self.SEND_TIMEOUT_MS))
                 except MQTTError:
                     return  # _send has closed and reported the link
@@ -493,7 +386,7 @@ class MQTTClient:
                     self._ping_sent_at = now
                     self.stats["pings"] += 1
                     try:
-                        await self._send(_PINGREQ, ticks_add(now, answer_ms), answer_ms)
+                        await self._send(wire.PINGREQ, ticks_add(now, answer_ms), answer_ms)
                     except MQTTError:
                         return  # _send has closed and reported the link
                     continue
