@@ -4,24 +4,19 @@ a command/ack round trip (from source and from the .mpy files we ship) and the w
 from __future__ import annotations
 
 import os
-import queue
 import re
 import signal
 import subprocess
-import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.publish as paho_publish
 import pytest
-from paho.mqtt.client import Client as PahoClient
-from paho.mqtt.client import MQTTMessage
-from paho.mqtt.enums import CallbackAPIVersion
 
 from hil_tests.target import micropython_binary
 from testkit.mosquitto import Mosquitto
 from testkit.procs import stop_process, wait_for
+from testkit.watch import Watcher
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENT_MODULES = (
@@ -119,37 +114,6 @@ class Node:
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         return stop_process(self.proc, sig=sig)
-
-
-class Watcher:
-    """A paho subscriber whose messages arrive on a queue."""
-
-    def __init__(self, broker: Mosquitto, topic: str) -> None:
-        self.messages: queue.Queue[MQTTMessage] = queue.Queue()
-        subscribed = threading.Event()
-        self.client = PahoClient(CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex}")
-
-        def subscribe_when_connected(client: PahoClient, *_: object) -> None:
-            client.subscribe(topic, qos=1)
-
-        self.client.on_connect = subscribe_when_connected
-        self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.on_message = lambda _client, _userdata, message: self.messages.put(message)
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        if not subscribed.wait(5):
-            self.close()
-            raise AssertionError(f"paho watcher could not subscribe to {topic}")
-
-    def next_payload(self, timeout: float = 5) -> bytes:
-        try:
-            return bytes(self.messages.get(timeout=timeout).payload)
-        except queue.Empty:
-            raise AssertionError(f"no message within {timeout}s") from None
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import emu  # type: ignore[import-not-found]  # boards/emulated, on pytest's pythonpath
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from sensornode import app, protocol
 from sensornode.board import Board
 from sensornode.sequence import Sequence
@@ -23,36 +20,22 @@ from edge_gateway.boards import load_profile
 from testkit.emulated import emulated_board, fresh_emulation  # noqa: F401  (fixture)
 from testkit.mosquitto import Mosquitto
 from testkit.procs import wait_for
+from testkit.watch import Watcher
 
 SITE = "t"
 NODE = "bed-1"
 TS = 1795300000.0
 
 
-class Observer:
-    """A paho client that records everything under the site and can send commands."""
+class Observer(Watcher):
+    """Everything under the site, with a persistent session (so what the node publishes while
+    the broker restarts is still seen), plus a way to send commands."""
 
     def __init__(self, broker: Mosquitto) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self._lock = threading.Lock()
-        # A persistent session: what the node publishes while we reconnect is queued for us.
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id="observer", clean_session=False
-        )
-        self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        result, _ = self.client.subscribe(f"nt/{SITE}/#", qos=1)
-        assert result == mqtt.MQTT_ERR_SUCCESS
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+        super().__init__(broker, f"nt/{SITE}/#", client_id="observer", clean_session=False)
 
     def of(self, kind: str) -> list[bytes]:
-        topic = protocol.node_topic(SITE, NODE, kind)
-        with self._lock:
-            return [payload for t, payload, _ in self.messages if t == topic]
+        return self.payloads(protocol.node_topic(SITE, NODE, kind))
 
     def telemetry(self) -> list[dict[str, Any]]:
         return [
@@ -74,10 +57,6 @@ class Observer:
             protocol.node_topic(SITE, NODE, protocol.CMD), payload, 1, retain
         )
         info.wait_for_publish(timeout=5)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 @pytest.fixture

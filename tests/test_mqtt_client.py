@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -16,9 +15,6 @@ import paho.mqtt.publish as paho_publish
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from paho.mqtt.client import Client as PahoClient
-from paho.mqtt.client import MQTTMessage
-from paho.mqtt.enums import CallbackAPIVersion
 from sensornode.net.mqtt import (
     MAX_REMAINING_LENGTH,
     MQTTClient,
@@ -32,6 +28,7 @@ from sensornode.net.mqtt import (
 )
 
 from testkit.mosquitto import Mosquitto, free_port
+from testkit.watch import Watcher
 
 TEST_TIMEOUT_S = 15
 
@@ -75,34 +72,6 @@ class Recorder:
     def _disconnected(self, reason: str) -> None:
         self.disconnects.append(reason)
         self.disconnected_at = time.monotonic()
-
-
-class Watcher:
-    """A paho subscriber: the independent witness of what reached the broker."""
-
-    def __init__(self, broker: Mosquitto, topic: str) -> None:
-        self.messages: list[MQTTMessage] = []
-        subscribed = threading.Event()
-        self.client = PahoClient(CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex}")
-
-        def subscribe_when_connected(client: PahoClient, *_: object) -> None:
-            client.subscribe(topic, qos=1)
-
-        self.client.on_connect = subscribe_when_connected
-        self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.on_message = lambda _client, _userdata, message: self.messages.append(message)
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        if not subscribed.wait(5):
-            self.close()
-            raise AssertionError(f"paho watcher could not subscribe to {topic}")
-
-    def payloads(self) -> list[bytes]:
-        return [bytes(message.payload) for message in self.messages]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture
