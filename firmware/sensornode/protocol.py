@@ -127,6 +127,29 @@ def _str_field(obj: "dict[str, Any]", where: str, key: str, max_len: int = 64) -
     return value
 
 
+def _choice_field(obj: "dict[str, Any]", where: str, key: str, allowed: "tuple[str, ...]") -> str:
+    value = _field(obj, where, key)
+    if value not in allowed:
+        raise ProtocolError(
+            "%s.%s: must be one of %s, got %r" % (where, key, ", ".join(allowed), value)
+        )
+    return str(value)
+
+
+def _bool_field(obj: "dict[str, Any]", where: str, key: str) -> bool:
+    value = _field(obj, where, key)
+    if not isinstance(value, bool):
+        raise ProtocolError("%s.%s: must be true or false, got %r" % (where, key, value))
+    return value
+
+
+def _optional_text(obj: "dict[str, Any]", where: str, key: str) -> str:
+    value = obj.get(key, "")
+    if not isinstance(value, str):
+        raise ProtocolError("%s.%s: must be text, got %r" % (where, key, value))
+    return value
+
+
 def _load(payload: "bytes | str", where: str) -> "dict[str, Any]":
     try:
         text = payload.decode() if isinstance(payload, bytes) else payload
@@ -179,14 +202,9 @@ def encode_status(
 
 def decode_status(payload: "bytes | str") -> "dict[str, Any]":
     obj = _load(payload, "status")
-    online = _field(obj, "status", "online")
-    if not isinstance(online, bool):
-        raise ProtocolError("status.online: must be true or false, got %r" % (online,))
-    if not online:
+    if not _bool_field(obj, "status", "online"):
         return {"online": False}
-    role = _field(obj, "status", "role")
-    if role not in ROLES:
-        raise ProtocolError("status.role: must be one of %s, got %r" % (", ".join(ROLES), role))
+    role = _choice_field(obj, "status", "role", ROLES)
     return {
         "online": True,
         "role": role,
@@ -259,14 +277,8 @@ def encode_event(seq: int, ts: float, kind: str, name: str, state: str, detail: 
 
 def decode_event(payload: "bytes | str") -> "dict[str, Any]":
     obj = _load(payload, "event")
-    kind = _field(obj, "event", "kind")
-    if kind not in EVENT_KINDS:
-        raise ProtocolError(
-            "event.kind: must be one of %s, got %r" % (", ".join(EVENT_KINDS), kind)
-        )
-    detail = obj.get("detail", "")
-    if not isinstance(detail, str):
-        raise ProtocolError("event.detail: must be text, got %r" % (detail,))
+    kind = _choice_field(obj, "event", "kind", EVENT_KINDS)
+    detail = _optional_text(obj, "event", "detail")
     return {
         "seq": _int_field(obj, "event", "seq", 0, 2**53),
         "ts": _timestamp(obj, "event"),
@@ -287,9 +299,7 @@ def encode_command(cmd_id: str, action: str, params: "dict[str, Any]", ts: float
 def decode_command(payload: "bytes | str") -> "dict[str, Any]":
     obj = _load(payload, "cmd")
     cmd_id = _str_field(obj, "cmd", "id", 40)
-    action = _field(obj, "cmd", "action")
-    if action not in ACTIONS:
-        raise ProtocolError("cmd.action: must be one of %s, got %r" % (", ".join(ACTIONS), action))
+    action = _choice_field(obj, "cmd", "action", ACTIONS)
     params = _field(obj, "cmd", "params")
     if not isinstance(params, dict):
         raise ProtocolError("cmd.params: must be an object")
@@ -311,17 +321,9 @@ def encode_ack(cmd_id: str, ok: bool, result: str, ts: float, detail: str = "") 
 
 def decode_ack(payload: "bytes | str") -> "dict[str, Any]":
     obj = _load(payload, "ack")
-    ok = _field(obj, "ack", "ok")
-    if not isinstance(ok, bool):
-        raise ProtocolError("ack.ok: must be true or false, got %r" % (ok,))
-    result = _field(obj, "ack", "result")
-    if result not in ACK_RESULTS:
-        raise ProtocolError(
-            "ack.result: must be one of %s, got %r" % (", ".join(ACK_RESULTS), result)
-        )
-    detail = obj.get("detail", "")
-    if not isinstance(detail, str):
-        raise ProtocolError("ack.detail: must be text, got %r" % (detail,))
+    ok = _bool_field(obj, "ack", "ok")
+    result = _choice_field(obj, "ack", "result", ACK_RESULTS)
+    detail = _optional_text(obj, "ack", "detail")
     return {
         "id": _str_field(obj, "ack", "id", 40),
         "ok": ok,
