@@ -18,8 +18,6 @@ from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sensornode import protocol
-
 # Each entry migrates the schema from version i to i + 1; never edit one that has shipped.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -374,8 +372,11 @@ class Store:
         """The newest reading (highest seq) of every quantity of every node."""
         latest = []
         for (node,) in self._rows("SELECT node FROM nodes ORDER BY node"):
+            quantities = self._rows(
+                "SELECT DISTINCT quantity FROM readings WHERE node = ? ORDER BY quantity", (node,)
+            )
             # One indexed lookup per (node, quantity) instead of a GROUP BY over the table.
-            for quantity in sorted(protocol.QUANTITIES):
+            for (quantity,) in quantities:
                 row = self._db.execute(
                     "SELECT node, seq, ts, quantity, value, received_at FROM readings"
                     " WHERE node = ? AND quantity = ? ORDER BY seq DESC LIMIT 1",

@@ -28,7 +28,22 @@ QUANTITIES = {
     "soil_moisture": "%",
     "soil_raw": "adc_u16",
     "pump": "on_off",
+    "soil_temperature": "degC",
+    "air_temperature": "degC",
+    "air_humidity": "%RH",
+    "pressure": "hPa",
+    "gas_resistance": "ohm",
+    "voc_index": "index",
+    "voc_raw": "ticks",
+    "mq135_ppm": "ppm",
+    "mq135_ratio": "Rs/R0",
+    "tank_ok": "on_off",
+    "diffuser_duty": "%",
 }
+# Quantities a node may have several of (probes on one bus, diffuser channels): reported as
+# <name>_<n> with n from 1 to MAX_CHANNELS, e.g. soil_temperature_2, diffuser_duty_1.
+MULTI_QUANTITIES = ("soil_temperature", "diffuser_duty", "tank_ok")
+MAX_CHANNELS = 8
 
 ACTIONS = ("irrigate",)
 MAX_IRRIGATE_S = 3600
@@ -224,12 +239,31 @@ def encode_telemetry(batch: "list[dict[str, Any]]") -> bytes:
     return _dump({"batch": batch})
 
 
+def known_quantity(name: str) -> bool:
+    if name in QUANTITIES:
+        return True
+    base, _, index = name.rpartition("_")
+    return (
+        base in MULTI_QUANTITIES
+        and index.isdigit()
+        and 1 <= int(index) <= MAX_CHANNELS
+        and index[0] != "0"
+    )
+
+
+def quantity_unit(name: str) -> str:
+    """The unit of a known quantity, channel suffix or not."""
+    if name in QUANTITIES:
+        return QUANTITIES[name]
+    return QUANTITIES[name.rpartition("_")[0]]
+
+
 def _decode_values(values: object, where: str) -> "dict[str, float]":
     if not isinstance(values, dict) or not values:
         raise ProtocolError("%s.values: must be a non-empty object of quantity: number" % where)
     out = {}
     for name, value in values.items():
-        if name not in QUANTITIES:
+        if not known_quantity(name):
             raise ProtocolError(
                 "%s.values.%s: unknown quantity (known: %s)"
                 % (where, name, ", ".join(sorted(QUANTITIES)))
