@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("fresh_emulation")
 
 
 def profile(name: str) -> dict[str, Any]:
-    data = json.loads((BOARDS_DIR / name / "profile.json").read_text())
+    data = json.loads((BOARDS_DIR / name / "garden.json").read_text())
     assert isinstance(data, dict)
     return data
 
