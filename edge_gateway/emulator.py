@@ -173,7 +173,7 @@ class EmulatedNode:
         self.flash_dir = self.workdir / "flash"
         self.emu_dir = self.workdir / "emu"
         self.log_path = self.workdir / "node.log"
-        self.profile = load_profile(board_profile)
+        self.profile = load_profile(board_profile, role=str(node_config.get("role", "garden")))
         self.micropython = find_micropython(micropython)
         self.entry = Path(entry) if entry is not None else DEFAULT_ENTRY
         self.heapsize = heapsize
