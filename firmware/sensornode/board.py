@@ -59,6 +59,7 @@ class Board:
         self.pins = profile["pins"]
         self.relay_active_low = bool(profile.get("relay_active_low", False))
         self.status_led_active_low = bool(profile.get("status_led_active_low", False))
+        self.tank_switch_active_low = bool(profile.get("tank_switch_active_low", True))
         self.adc_samples = int(profile.get("adc_samples", 8))
         self._wlan = None
 
@@ -69,13 +70,56 @@ class Board:
                              % (self.name, role))
         return pin
 
-    def soil_adc(self) -> "Any":
-        """The soil probe's ADC, at full range (11 dB attenuation where the chip has it)."""
-        adc = machine.ADC(machine.Pin(self._pin_id("soil_adc")))
+    def has(self, role: str) -> bool:
+        """Whether the profile wires something to this pin role (e.g. "onewire")."""
+        return self.pins.get(role) is not None
+
+    def _adc(self, role: str) -> "Any":
+        # Full range (11 dB attenuation where the chip has it): probes swing up to ~3 V.
+        adc = machine.ADC(machine.Pin(self._pin_id(role)))
         atten = getattr(machine.ADC, "ATTN_11DB", None)
         if atten is not None and hasattr(adc, "atten"):
             adc.atten(atten)
         return adc
+
+    def soil_adc(self) -> "Any":
+        """The soil probe's ADC."""
+        return self._adc("soil_adc")
+
+    def mq135_adc(self) -> "Any":
+        """The MQ-135 front end's ADC (behind a divider: the module's output is 5 V logic)."""
+        return self._adc("mq135_adc")
+
+    def i2c_bus(self) -> "Any":
+        """The I2C bus the profile's i2c_devices sit on (400 kHz; all our chips allow it)."""
+        return machine.I2C(0, scl=machine.Pin(self._pin_id("i2c_scl")),
+                           sda=machine.Pin(self._pin_id("i2c_sda")), freq=400000)
+
+    def i2c_devices(self) -> "list[Any]":
+        """[{"model": "sht4x", "address": 68}, ...] from the profile."""
+        return list(self.profile.get("i2c_devices", []))
+
+    def onewire_bus(self) -> "Any":
+        """The platform's 1-Wire bus object on the onewire pin (DS18B20 probes)."""
+        import onewire
+
+        return onewire.OneWire(machine.Pin(self._pin_id("onewire")))
+
+    def diffuser_pwm(self, channel: int) -> "Any":
+        """PWM output of diffuser channel 1..4, starting at 0 % duty (off)."""
+        pin = machine.Pin(self._pin_id("diffuser_%d" % channel), machine.Pin.OUT, value=0)
+        return machine.PWM(pin, freq=1000, duty_u16=0)
+
+    def diffuser_channels(self) -> "list[int]":
+        return [n for n in range(1, 5) if self.has("diffuser_%d" % n)]
+
+    def tank_switch_pin(self, tank: int) -> "Any":
+        """Input of tank float switch 1..2, pulled up for the usual switch-to-GND wiring."""
+        pull = machine.Pin.PULL_UP if self.tank_switch_active_low else machine.Pin.PULL_DOWN
+        return machine.Pin(self._pin_id("tank_switch_%d" % tank), machine.Pin.IN, pull)
+
+    def tank_switches(self) -> "list[int]":
+        return [n for n in range(1, 3) if self.has("tank_switch_%d" % n)]
 
     def _output(self, role: str, active_low: bool) -> "Any":
         # value= sets the output register before the driver is enabled: no glitch at boot.
