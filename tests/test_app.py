@@ -154,7 +154,12 @@ def test_irrigate_runs_the_pump_for_n_seconds_then_refuses_overlap_and_excess(
         observer.command("c-run", 1)
         await until(pump_level, 5, "pump on")
         observer.command("c-overlap", 1)
-        await until(lambda: len(observer.acks()) == 3, 5, "ack of the overlapping command")
+        observer.send(
+            protocol.encode_command(
+                "c-diffuse", "diffuse", {"channel": 1, "duty_pct": 50, "seconds": 5}, time.time()
+            )
+        )
+        await until(lambda: len(observer.acks()) == 4, 5, "acks of overlap and diffuse")
         await until(lambda: not pump_level(), 5, "pump off")
         assert 0.9 <= time.monotonic() - started <= 3.0
         await until(lambda: len(observer.events()) == 2, 5, "pump on/off events")
@@ -164,6 +169,8 @@ def test_irrigate_runs_the_pump_for_n_seconds_then_refuses_overlap_and_excess(
     assert acks["c-long"]["ok"] is False and "max_run_s" in acks["c-long"]["detail"]
     assert acks["c-run"]["ok"] is True and acks["c-run"]["result"] == "started"
     assert acks["c-overlap"]["ok"] is False and "already irrigating" in acks["c-overlap"]["detail"]
+    assert acks["c-diffuse"]["ok"] is False
+    assert acks["c-diffuse"]["detail"] == "diffuse is not something a garden node can do"
     events = observer.events()
     assert [(e["name"], e["state"]) for e in events] == [("pump", "on"), ("pump", "off")]
     assert all(e["detail"] == "cmd c-run" for e in events)

@@ -193,12 +193,18 @@ class GardenNode:
                 ),
             )
             return
-        ok, detail = self.irrigation.start(cmd["params"]["seconds"], "cmd " + cmd["id"])
+        ok, detail = self.obey(cmd)
         await self._send_ack(
             protocol.encode_ack(
                 cmd["id"], ok, "started" if ok else "refused", compat.unix_time(), detail
             )
         )
+
+    def obey(self, cmd):
+        """Carry out a decoded command; return (ok, detail). Roles add their own actions."""
+        if cmd["action"] == "irrigate":
+            return self.irrigation.start(cmd["params"]["seconds"], "cmd " + cmd["id"])
+        return False, "%s is not something a %s node can do" % (cmd["action"], self.cfg["role"])
 
     async def _send_ack(self, payload):
         client = self.client

@@ -45,8 +45,10 @@ QUANTITIES = {
 MULTI_QUANTITIES = ("soil_temperature", "diffuser_duty", "tank_ok")
 MAX_CHANNELS = 8
 
-ACTIONS = ("irrigate",)
+ACTIONS = ("irrigate", "diffuse")
 MAX_IRRIGATE_S = 3600
+MAX_DIFFUSE_S = 3600
+DIFFUSER_CHANNELS = 4
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
 _MAX_NAME = 32
 
@@ -340,6 +342,10 @@ def decode_command(payload: "bytes | str") -> "dict[str, Any]":
     checked = {}
     if action == "irrigate":
         checked["seconds"] = _int_field(params, "cmd.params", "seconds", 1, MAX_IRRIGATE_S)
+    elif action == "diffuse":
+        checked["channel"] = _int_field(params, "cmd.params", "channel", 1, DIFFUSER_CHANNELS)
+        checked["duty_pct"] = _int_field(params, "cmd.params", "duty_pct", 0, 100)
+        checked["seconds"] = _int_field(params, "cmd.params", "seconds", 1, MAX_DIFFUSE_S)
     return {"id": cmd_id, "action": action, "params": checked, "ts": _timestamp(obj, "cmd")}
 
 
