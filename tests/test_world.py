@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
+import devices
 import emu
 import machine
 import pytest
 from world import CONDITIONS, World, check_condition, normalize_wiring
 
+from edge_gateway.emulated_world import EMULATED_DIR, world_config
 from testkit.emulated import FakeClock, emulated_board, fresh_emulation  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("fresh_emulation")
@@ -122,6 +125,139 @@ def test_wiring_shorthand_and_unknown_roles() -> None:
     assert normalize_wiring({"soil_probe": 34}) == {"soil_probe": {"pin": 34, "active_low": False}}
     with pytest.raises(ValueError, match=r"wiring\.fan: unknown role"):
         normalize_wiring({"fan": 4})
+    # Float switches are wired switch-to-GND with a pull-up unless told otherwise.
+    assert normalize_wiring({"tank_switch_2": 19, "diffuser_4": 13, "onewire": 4}) == {
+        "tank_switch_2": {"pin": 19, "active_low": True},
+        "diffuser_4": {"pin": 13, "active_low": False},
+        "onewire": {"pin": 4, "active_low": False}}
+
+
+def test_every_condition_is_documented_in_the_readme() -> None:
+    readme = (EMULATED_DIR / "README.md").read_text()
+    for name in CONDITIONS:
+        pattern = re.sub(r"_(\d)$", "_<n>", name)
+        alt = re.sub(r"_(\d)$", "_<t>", name)
+        assert f"`{name}`" in readme or f"`{pattern}`" in readme or f"`{alt}`" in readme, name
+
+
+def test_whole_number_conditions_refuse_fractions() -> None:
+    assert check_condition("diffuser_tank_3", 2) == 2
+    for bad in (3, 1.5, True):
+        with pytest.raises(ValueError, match=r"diffuser_tank_3: must be a whole number in 1\.\.2"):
+            check_condition("diffuser_tank_3", bad)
+
+
+# ---- what device models see: value, now_s, fault -------------------------------------------
+
+
+def test_value_names_for_device_models() -> None:
+    world = make_world(air_temperature_c=24.5, air_humidity_pct=61, pressure_hpa=990.5,
+                       voc_ppb=250, soil_temperature_c=15, soil_temperature_offset_c_3=-2.5)
+    assert [world.value(n) for n in ("air_temperature_c", "air_humidity_pct", "pressure_hpa",
+                                     "voc_ppb", "soil_temperature_c")] == [24.5, 61, 990.5, 250,
+                                                                           15]
+    assert world.value("soil_temperature_c_1") == 15
+    assert world.value("soil_temperature_c_2") == 15
+    assert world.value("soil_temperature_c_3") == 12.5
+    for bad in ("soil_temperature_c_9", "soil_temperature_c_x", "co2_ppm"):
+        with pytest.raises(ValueError, match=r"world value .* is unknown; known: air_temp"):
+            world.value(bad)
+
+
+def test_now_s_is_the_board_clock_and_value_steps_the_world_to_it() -> None:
+    world = make_world(air_temperature_c=20, air_temperature_drift_c_per_h=36)
+    now = [0.0]
+    world.clock = lambda: now[0]
+    now[0] = 100.0
+    assert world.now_s() == 100.0
+    assert world.value("air_temperature_c") == pytest.approx(21.0)  # 0.01 degC/s for 100 s
+
+
+def test_faults_merge_clear_and_are_checked() -> None:
+    world = make_world()
+    world.device_names = ["sht4x", "ds18b20_1"]
+    assert world.fault("sht4x") is None
+    world.set({"faults": {"sht4x": "crc"}}, 0.0)
+    world.set({"faults": {"ds18b20_1": "absent"}}, 0.0)
+    assert (world.fault("sht4x"), world.fault("ds18b20_1")) == ("crc", "absent")
+    world.set({"faults": {"sht4x": None, "ds18b20_1": ""}}, 0.0)
+    assert world.conditions["faults"] == {}
+    with pytest.raises(ValueError, match=r"faults: sht4x: 'broken' is not a fault; use one of "
+                                         r"absent, crc, stuck, noise, or null"):
+        world.set({"faults": {"sht4x": "broken"}}, 0.0)
+    with pytest.raises(ValueError, match=r"no device named 'sht41' on this board; devices: "
+                                         r"ds18b20_1, sht4x"):
+        world.set({"faults": {"sht41": "crc"}}, 0.0)
+    with pytest.raises(ValueError, match="faults: must be an object"):
+        check_condition("faults", "sht4x")
+
+
+# ---- the device lists of world.json ---------------------------------------------------------
+
+
+def test_device_lists_get_names_and_roms() -> None:
+    i2c, wire, names = devices.normalize(
+        [{"model": "sht4x", "address": 68}, {"model": "sht4x", "address": 69, "bus": 1}],
+        [{"model": "ds18b20"}, {"rom": "28010000000000", "probe": 2, "name": "deep"}])
+    assert [(d["name"], d["bus"]) for d in i2c] == [("sht4x", 0), ("sht4x_2", 1)]
+    assert [(d["name"], d["probe"]) for d in wire] == [("ds18b20_1", 1), ("deep", 2)]
+    assert wire[1]["rom"] == "2801000000000029"  # the CRC appended
+    assert devices.crc8(bytes.fromhex(wire[0]["rom"])) == 0 and wire[0]["rom"][:2] == "28"
+    assert names == ["deep", "ds18b20_1", "sht4x", "sht4x_2"]
+
+
+@pytest.mark.parametrize(("i2c", "wire", "message"), [
+    ([{"model": "sht5x", "address": 68}], [],
+     r"i2c_devices\[0\]\.model: 'sht5x' is unknown: there is no boards/emulated/devices/"
+     r"sht5x\.py; known models: .*ds18b20.*sht4x"),
+    ([{"model": "../x", "address": 68}], [], r"i2c_devices\[0\]\.model: must be a chip model"),
+    ([{"model": "sht4x", "address": 200}], [], r"address: must be a 7-bit I2C address 8\.\.119"),
+    ([{"model": "sht4x", "address": 68}, {"model": "sht4x", "address": 68, "name": "b"}], [],
+     r"i2c_devices\[1\]\.address: 0x44 on bus 0 is already used by i2c_devices\[0\]"),
+    ([{"model": "sht4x", "address": 68, "bus": 2}], [], r"bus: must be 0 or 1"),
+    ([{"model": "sht4x", "address": 68, "name": "x"}], [{"name": "x"}],
+     r"onewire\[0\]\.name: 'x' is already used by i2c_devices\[0\]"),
+    ([], [{"rom": "2801000000000000"}],
+     r"onewire\[0\]\.rom: its last byte must be the CRC-8 of the first 7, 0x29; got 0x00"),
+    ([], [{"rom": "1001000000000000"[:14]}], r"a ds18b20's family code is 0x28"),
+    ([], [{"rom": "28zz"}], r"rom: must be 14 or 16 hex digits"),
+    ([], [{"rom": "28010000000000"}, {"rom": "2801000000000029"}],
+     r"onewire\[1\]\.rom: 2801000000000029 is already the ROM of onewire\[0\]"),
+    ([], [{"model": "sht4x"}], r"onewire\[0\]\.model: 'sht4x' is not a 1-Wire chip"),
+    ([], [{"probe": 9}], r"onewire\[0\]\.probe: must be the soil probe number 1\.\.8"),
+    ("sht4x", [], r"i2c_devices: must be a list"),
+])
+def test_device_list_mistakes_name_the_entry_and_the_fix(i2c: object, wire: object,
+                                                          message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        devices.normalize(i2c, wire)
+
+
+def test_unknown_model_stops_the_board_at_start() -> None:
+    config = {"i2c_devices": [{"model": "nosuchchip", "address": 64}]}
+    with pytest.raises(ValueError, match="'nosuchchip' is unknown"):
+        emu.configure(config)
+
+
+def test_world_config_takes_devices_from_the_profile_or_the_world() -> None:
+    from edge_gateway.boards import load_profile
+
+    garden = load_profile("emulated")
+    config = world_config(garden)
+    assert [d["name"] for d in config["i2c_devices"]] == ["sht4x"]  # type: ignore[attr-defined]
+    assert [d["name"] for d in config["onewire"]] == ["ds18b20_1"]  # type: ignore[attr-defined]
+    assert config["wiring"]["tank_switch_1"] == {"pin": 27, "active_low": True}  # type: ignore[index]
+    config = world_config(garden, {"i2c_devices": [], "onewire": [], "soil_moisture": 3})
+    assert (config["i2c_devices"], config["onewire"], config["conditions"]) == (
+        [], [], {"soil_moisture": 3})
+    with pytest.raises(ValueError, match="no device named 'sgp40'"):
+        world_config(garden, {"faults": {"sgp40": "crc"}})
+    drone = world_config(load_profile("emulated", role="drone"))
+    assert drone["onewire"] == []
+    wiring = drone["wiring"]
+    assert isinstance(wiring, dict)
+    assert wiring["mq135"] == {"pin": 35}
+    assert [wiring[f"diffuser_{n}"]["pin"] for n in range(1, 5)] == [25, 26, 27, 13]
 
 
 # ---- control channel ------------------------------------------------------------------------
@@ -212,6 +348,32 @@ def test_state_refreshes_at_most_every_half_second(channel: tuple[Path, FakeCloc
     clock.advance(0.3)
     machine.idle()
     assert read_state(emu_dir)["t_ms"] == 600
+
+
+def test_faults_arrive_through_the_control_channel(channel: tuple[Path, FakeClock]) -> None:
+    emu_dir, clock = channel
+    write_control(emu_dir, 2, [{"rev": 1, "set": {"faults": {"sht4x": "absent"}}},
+                               {"rev": 2, "set": {"faults": {"sht4": "crc"}}}])
+    clock.advance(0.2)
+    i2c = machine.I2C(0, scl=22, sda=21)
+    assert i2c.scan() == []  # rev 1 applied: the SHT4x is off the bus
+    state = read_state(emu_dir)
+    assert state["world"]["faults"] == {"sht4x": "absent"}  # type: ignore[index]
+    assert "rev 2: world condition faults: no device named 'sht4'" in str(state["control_error"])
+    assert state["devices"] == ["ds18b20_1", "sht4x"]
+
+
+def test_a_power_cut_restarts_the_mq135_heater_a_deep_sleep_does_not(
+        channel: tuple[Path, FakeClock]) -> None:
+    emu_dir, _clock = channel
+    emu.get().set_world(mq135_heated_s=500)
+    config = json.loads(json.dumps(emu.get().config))
+    with pytest.raises(SystemExit):
+        machine.deepsleep(10)
+    emu.configure(config, str(emu_dir), FakeClock())
+    assert emu.get().world.conditions["mq135_heated_s"] >= 500
+    emu.configure(config, str(emu_dir), FakeClock())  # no reset.json: power-on, i.e. a cut
+    assert emu.get().world.conditions["mq135_heated_s"] == 0
 
 
 def test_a_new_boot_resumes_the_world_and_reads_its_reset_cause(

@@ -3,7 +3,8 @@
 #
 # Control channel: the directory named by $NT_EMU_DIR (absent: in-process use, no files).
 #   world.json   written by the launcher before start: {"chip": {...}, "wiring": {...},
-#                "conditions": {...}, "unique_id": "hex", "node": "name"}
+#                "conditions": {...}, "i2c_devices": [...], "onewire": [...],
+#                "unique_id": "hex", "node": "name"} (boards/emulated/README.md)
 #   control.json replaced atomically by the launcher: {"rev": N, "changes": [{"rev": n,
 #                "set": {condition: value}}, ...]}; each change with rev > the applied rev is
 #                applied once, in order. Checked on hardware access, at most every 100 ms.
@@ -12,20 +13,25 @@
 #                "control_rev", "control_error", "pins": {"26": {"mode": "out", "level": 1}},
 #                "actuators": {"pump": false, ...}, "pump": false (each actuator also at the
 #                top level), "world": {conditions..., "soil_moisture", "probe_raw", "sim_s"},
-#                "wifi": {...} once network is used, "wdt": {...} once a WDT exists}.
+#                "wifi": {...} once network is used, "wdt": {...} once a WDT exists,
+#                "devices": [names of the chips on the buses]}.
 #   pins.log     one JSON line appended per pin change (the history): {"t_ms", "boot", "pin",
 #                "mode": "in"|"out"|"od"|"pwm", "level": 0|1|null, PWM: "duty_u16", "freq"}.
 #   reset.json   written here just before the process exits for machine.reset()/deepsleep();
 #                the launcher restarts the board, which reads it back as its reset cause.
 # The world survives reboots: a new boot resumes it from state.json and advances it by the
-# wall-clock time the board was down (deep sleep, power cut).
+# wall-clock time the board was down (deep sleep, power cut). A power-on boot that resumes
+# a world was a power cut: the MQ-135 heater starts cold. Chips on the buses power up anew.
+# Inputs driven by the world (float switches) fire Pin.irq handlers on their edges, checked
+# on every hardware access.
 #
 # Runs under MicroPython and CPython.
 import json
 import os
 import time
 
-from world import CONDITIONS, World, floating_level, floating_raw
+from buses import Buses
+from world import CONDITIONS, World, check_condition, floating_level, floating_raw
 
 try:
     from time import ticks_diff, ticks_ms
@@ -90,6 +96,8 @@ class Pad:
         self.freq = 0
         self.irq_handler = None
         self.irq_trigger = 0
+        self.irq_pin = None  # the Pin object handed to the handler
+        self.irq_level = None
         self.last = None
 
     def driven(self):
@@ -127,8 +135,9 @@ class Emulation:
         self.history = []
         self.reporters = {}  # name -> callable returning a JSON-able dict for state.json
         self.wlan = {}  # interface -> state dict (network.py)
-        self.i2c_devices = {}  # address -> device model with i2c_read(n) / i2c_write(buf)
         self.wdt = None
+        self.irq_pads = []  # pads with a Pin.irq handler
+        self._in_irq = False
         self.boot = 1
         self.reset_cause = PWRON_RESET
         self.control_rev = 0
@@ -155,10 +164,18 @@ class Emulation:
         self.world = World(config.get("wiring"), conditions, start_s)
         self.world.sim_s = sim_s
         self.world.step(0.0)
+        self.world.clock = self.now_s
         reset = self._read("reset.json")
         if reset:
             self.reset_cause = reset.get("cause", PWRON_RESET)
             os.remove(self.dir + "/reset.json")
+        if previous and self.reset_cause == PWRON_RESET:
+            self.world.power_cut()
+        # An unknown chip model or a bad device entry stops the board here, naming it.
+        self.buses = Buses(self.world, config.get("i2c_devices"), config.get("onewire"))
+        self.i2c_devices = self.buses.i2c[0]  # address -> model with i2c_read / i2c_write
+        self.world.device_names = self.buses.names
+        check_condition("faults", self.world.conditions["faults"], self.buses.names)
         self.write_state()
 
     def unique_id(self):
@@ -232,24 +249,53 @@ class Emulation:
         self.history.append(entry)
         if len(self.history) > HISTORY_MAX:
             del self.history[: HISTORY_MAX // 2]
-        self.world.pin_driven(pad.pin, driven, now / 1000.0)
+        duty = pad.duty_u16 / 65535 if pad.mode == "pwm" else None
+        self.world.pin_driven(pad.pin, driven, now / 1000.0, duty)
         if self.dir:
             with open(self.dir + "/pins.log", "a") as f:
                 f.write(json.dumps(entry) + "\n")
             self.write_state(now)
 
     def input_level(self, pad):
-        level = self.world.input_level(pad.pin)
-        if level is None:
-            driven = pad.driven()
-            if driven in (0, 1):
-                return driven
-            if pad.pull == "up":
-                return 1
-            if pad.pull == "down":
-                return 0
-            return floating_level()
-        return level
+        level = self._settled_level(pad)
+        return floating_level() if level is None else level
+
+    def _settled_level(self, pad):
+        """The level on a pad from the world, the chip's own driver or the pull; None: floats."""
+        level = self.world.input_level(pad.pin, self.now_s())
+        if level is not None:
+            return level
+        driven = pad.driven()
+        if driven in (0, 1):
+            return driven
+        if pad.pull == "up":
+            return 1
+        if pad.pull == "down":
+            return 0
+        return None
+
+    def watch_irq(self, pad):
+        """Pin.irq registered a handler on pad: its edges are looked for from now on."""
+        pad.irq_level = self._settled_level(pad)
+        if pad not in self.irq_pads:
+            self.irq_pads.append(pad)
+
+    def _check_irqs(self):
+        if self._in_irq:
+            return  # a handler touching hardware does not re-enter
+        self._in_irq = True
+        try:
+            for pad in self.irq_pads:
+                level = self._settled_level(pad)
+                previous = pad.irq_level
+                if level is None or level == previous:
+                    continue
+                pad.irq_level = level
+                edge = 1 if level else 2  # Pin.IRQ_RISING, Pin.IRQ_FALLING
+                if previous is not None and pad.irq_handler and pad.irq_trigger & edge:
+                    pad.irq_handler(pad.irq_pin)
+        finally:
+            self._in_irq = False
 
     def adc_read(self, pin):
         self.poll()
@@ -269,6 +315,8 @@ class Emulation:
     def poll(self):
         """Called on every hardware access: apply new control, refresh state.json (rate-limited)."""
         now = self.now_ms()
+        if self.irq_pads:
+            self._check_irqs()
         if self.dir is None:
             return now
         if now - self._last_control >= CONTROL_POLL_MS:
@@ -317,6 +365,7 @@ class Emulation:
             "reset_cause": RESET_NAMES.get(self.reset_cause, str(self.reset_cause)),
             "control_rev": self.control_rev, "control_error": self.control_error,
             "pins": pins, "actuators": self.world.actuators(), "world": self.world.snapshot(),
+            "devices": self.buses.names,
         }
         for name in out["actuators"]:
             out[name] = out["actuators"][name]  # also at the top level: state["pump"]

@@ -3,6 +3,7 @@
 # hardware: invalid pins raise ValueError naming them, an ADC on an unconnected pin reads
 # floating noise, an absent I2C device raises OSError(ENODEV), an output pin without an
 # explicit value drives the reset level of its output register (0) - the boot glitch.
+# I2C reaches the chip models of boards/emulated/buses.py (world.json "i2c_devices").
 #
 # Pin history: every change of a pin's mode or level is recorded (Pin(n).history, and
 # pins.log when launched by edge_gateway.emulator), like gpiozero's mock pins.
@@ -118,9 +119,12 @@ class Pin:
         return None
 
     def irq(self, handler=None, trigger=3, **kwargs):
-        """Stores the handler; it fires when a world model drives this input (none yet)."""
+        """handler(pin) fires on each edge the world drives on this input (a float switch),
+        found on the next hardware access; edges of a floating pin are not modelled."""
         self._pad.irq_handler = handler
         self._pad.irq_trigger = trigger
+        self._pad.irq_pin = self
+        _emu().watch_irq(self._pad)
         return _Irq(self._pad)
 
     @property
@@ -240,26 +244,31 @@ class PWM:
 
 
 class I2C:
-    """The bus; devices are world models registered in emu.get().i2c_devices (none yet)."""
+    """The bus to the chip models world.json's "i2c_devices" puts on it (emu.get().buses)."""
 
     def __init__(self, id=-1, *, scl=None, sda=None, freq=400000, timeout=50000):
         sim = _emu()
+        if id not in (-1, 0, 1):
+            raise ValueError("I2C(%r) doesn't exist" % (id,))
         self.scl = None if scl is None else sim.check_pin(_pin_id(scl), "output")
         self.sda = None if sda is None else sim.check_pin(_pin_id(sda), "output")
         if self.scl is not None and self.scl == self.sda:
             raise ValueError("I2C scl and sda cannot be the same pin")
         self.freq = freq
+        self.bus = sim.buses.i2c_bus(id, self.scl, self.sda)  # None: no chip on these wires
 
     def _device(self, addr):
-        _emu().poll()
-        device = _emu().i2c_devices.get(addr)
+        sim = _emu()
+        sim.poll()
+        device = sim.buses.i2c_device(self.bus, addr)
         if device is None:
             raise OSError(errno.ENODEV, "ENODEV")
         return device
 
     def scan(self):
-        _emu().poll()
-        return sorted(_emu().i2c_devices)
+        sim = _emu()
+        sim.poll()
+        return sim.buses.i2c_scan(self.bus)
 
     def readfrom(self, addr, nbytes, stop=True):
         return bytes(self._device(addr).i2c_read(nbytes))
@@ -283,7 +292,11 @@ class I2C:
         self.writeto(addr, memaddr.to_bytes(addrsize // 8, "big") + bytes(buf))
 
 
-SoftI2C = I2C
+class SoftI2C(I2C):
+    """Bit-banged I2C on any two pins: SoftI2C(scl, sda, *, freq, timeout)."""
+
+    def __init__(self, scl, sda, *, freq=400000, timeout=50000):
+        super().__init__(-1, scl=scl, sda=sda, freq=freq, timeout=timeout)
 
 
 class WDT:
