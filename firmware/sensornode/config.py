@@ -2,7 +2,7 @@
 # bad field is reported by name and nothing of a half-valid config is ever applied.
 import json
 
-from sensornode import protocol
+from sensornode import component, protocol
 
 CONFIG_FILE = "config.json"
 
@@ -21,7 +21,26 @@ DEFAULTS = {
     "report_interval_s": 10,
     "soil": {"dry_raw": 50000, "wet_raw": 24000},
     "irrigation": {"max_run_s": 600},
+    # Drone payload: every diffuser channel shares these limits.
+    "diffusers": {"max_duty_pct": 80, "ramp_pct_per_s": 50, "freq_hz": 1000, "max_run_s": 600},
+    # MQ-135: r0_ohm from a clean-air calibration (0: not calibrated, no ppm is reported);
+    # the module's output reaches the ADC through a divider (vc * divider_ratio <= 3.3 V).
+    "mq135": {
+        "r0_ohm": 0,
+        "rl_ohm": 10000,
+        "vc": 5.0,
+        "divider_ratio": 0.66,
+        "clean_air_ratio": 3.6,
+        "warmup_s": 60,
+    },
+    "ds18b20": {"resolution": 12},
+    # Per sensor component (soil, sht4x, bme680, sgp40, ds18b20, mq135, tank_switch_1, ...):
+    # {"interval_s": 10, "fail_after": 3, "stuck_after": 0, "backoff_max_s": 300,
+    #  "filters": [{"median": 5}, {"delta": 0.5, "heartbeat_s": 300}]}
+    "sensors": {},
 }
+# Fields whose content is free-form here and checked by the module that owns it.
+_OPEN_FIELDS = ("sensors",)
 
 
 class ConfigError(ValueError):
@@ -34,6 +53,9 @@ def _merge(defaults, given, where, errors):
         merged[key] = defaults[key]
     for key in given:
         path = where + key
+        if key in _OPEN_FIELDS and not where:
+            merged[key] = given[key]
+            continue
         if key not in defaults:
             errors.append(
                 "%s: unknown field; known fields here: %s" % (path, ", ".join(sorted(defaults)))
@@ -53,6 +75,23 @@ def _check_int(errors, cfg, path, low, high):
     value = _lookup(cfg, path)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         errors.append("%s: must be a whole number from %d to %d, got %r" % (path, low, high, value))
+
+
+def _check_number(errors, cfg, path, low, high):
+    value = _lookup(cfg, path)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        errors.append("%s: must be a number from %s to %s, got %r" % (path, low, high, value))
+
+
+def _check_sensors(errors, sensors):
+    if not isinstance(sensors, dict):
+        errors.append('sensors: must be an object like {"soil": {"interval_s": 10}}')
+        return
+    for name in sensors:
+        try:
+            component.check_config("sensors." + name, sensors[name])
+        except ValueError as exc:
+            errors.append(str(exc))
 
 
 def _check_text(errors, cfg, path, allow_empty=True):
@@ -95,6 +134,18 @@ def validate(given):
     _check_int(errors, cfg, "soil.dry_raw", 0, 65535)
     _check_int(errors, cfg, "soil.wet_raw", 0, 65535)
     _check_int(errors, cfg, "irrigation.max_run_s", 1, protocol.MAX_IRRIGATE_S)
+    _check_number(errors, cfg, "diffusers.max_duty_pct", 0, 100)
+    _check_number(errors, cfg, "diffusers.ramp_pct_per_s", 0, 1000)
+    _check_int(errors, cfg, "diffusers.freq_hz", 10, 40000)
+    _check_int(errors, cfg, "diffusers.max_run_s", 1, protocol.MAX_DIFFUSE_S)
+    _check_number(errors, cfg, "mq135.r0_ohm", 0, 1e7)
+    _check_number(errors, cfg, "mq135.rl_ohm", 100, 1e6)
+    _check_number(errors, cfg, "mq135.vc", 1, 6)
+    _check_number(errors, cfg, "mq135.divider_ratio", 0.05, 1)
+    _check_number(errors, cfg, "mq135.clean_air_ratio", 0.1, 100)
+    _check_int(errors, cfg, "mq135.warmup_s", 0, 172800)
+    _check_int(errors, cfg, "ds18b20.resolution", 9, 12)
+    _check_sensors(errors, cfg["sensors"])
     if not errors and cfg["soil"]["dry_raw"] <= cfg["soil"]["wet_raw"]:
         errors.append(
             "soil.dry_raw: must be above soil.wet_raw (capacitive probes read lower in "
