@@ -8,50 +8,16 @@ after N s -> ack recorded; kill the node -> its last will marks it offline.
 from __future__ import annotations
 
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from edge_gateway.emulator import EmulatedNode
 from edge_gateway.store import Store
+from hil_tests.conftest import SITE, neoterra
 from testkit.mosquitto import Mosquitto
-from testkit.procs import stop_process, wait_for
+from testkit.procs import wait_for
 
-SITE = "hil"
 KEEPALIVE_S = 5
-
-
-def neoterra(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edge_gateway", *args]
-
-
-@pytest.fixture
-def gateway(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Path]:
-    db = tmp_path / "gateway.db"
-    log = (tmp_path / "gateway.log").open("w")
-    proc = subprocess.Popen(
-        neoterra(
-            "gateway",
-            "run",
-            "--broker",
-            f"{mosquitto.host}:{mosquitto.port}",
-            "--site",
-            SITE,
-            "--db",
-            str(db),
-        ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for(db.exists, timeout=15, what="the gateway to create its store", proc=None)
-        yield db
-    finally:
-        stop_process(proc)
-        log.close()
 
 
 def run_irrigate(
