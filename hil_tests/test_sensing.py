@@ -59,6 +59,8 @@ def config(node: str, role: str, broker: Mosquitto, **extra: Any) -> dict[str, A
         "node": node,
         "role": role,
         "report_interval_s": 2,
+        # A short stuck check so the test need not wait 30 identical readings.
+        "sensors": {"sht4x": {"stuck_after": 4}},
         "broker": {"host": broker.host, "port": broker.port, "keepalive_s": 10},
         **extra,
     }
@@ -185,6 +187,7 @@ def test_every_sensor_reports_plausible_values_that_follow_the_world(
     ("node_name", "device", "component", "fault"),
     [
         ("bed-1", "sht4x", "sht4x", "crc"),
+        ("bed-1", "sht4x", "sht4x", "stuck"),
         ("bed-1", "ds18b20_1", "ds18b20", "crc"),
         ("drone-1", "bme680", "bme680", "absent"),
         ("drone-1", "sgp40", "sgp40", "crc"),

@@ -119,6 +119,10 @@ def normalize_wiring(wiring):
 class World:
     """The physical world of one node. Times are seconds on the emulator's clock."""
 
+    # Chip models add their datasheet repeatability to every measurement in this world, as
+    # real chips do (a bare test world leaves it out so conversions can be checked exactly).
+    measurement_noise = True
+
     def __init__(self, wiring=None, conditions=None, now_s=0.0):
         self.wiring = normalize_wiring(wiring)
         self.conditions = {}

@@ -67,9 +67,15 @@ class Outputs:
         return self._read_outputs()
 
 
+# Identical raw readings this many updates in a row mean a stuck sensor. Only for chips whose
+# raw signal always carries some noise; a DS18B20 in still soil legitimately repeats for hours.
+STUCK_AFTER = {"soil": 30, "sht4x": 30, "bme680": 30, "sgp40": 120, "mq135": 30}
+
+
 def sensor_config(cfg, name, defaults=None):
-    """The component config for `name`: the node's report interval unless config says more."""
-    merged = {"interval_s": cfg["report_interval_s"]}
+    """The component config for `name`: the node's report interval and the stuck check unless
+    config says otherwise."""
+    merged = {"interval_s": cfg["report_interval_s"], "stuck_after": STUCK_AFTER.get(name, 0)}
     for source in (defaults or {}, cfg["sensors"].get(name, {})):
         for key in source:
             merged[key] = source[key]

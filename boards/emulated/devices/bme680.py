@@ -233,6 +233,10 @@ class Device:
         t_c = world.value("air_temperature_c")
         rh = world.value("air_humidity_pct")
         hpa = world.value("pressure_hpa")
+        # Measurement noise of a real part (so a steady world does not look like a stuck chip).
+        if getattr(world, "measurement_noise", False):
+            t_c += random.uniform(-0.02, 0.02)
+            hpa += random.uniform(-0.02, 0.02)
         if noisy:
             t_c += random.uniform(-noise["t"], noise["t"])
             rh += random.uniform(-noise["rh"], noise["rh"])

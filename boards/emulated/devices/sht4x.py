@@ -63,6 +63,8 @@ def _nack():
 class Device:
     NOISE_C = 0.5
     NOISE_PCT = 3.0
+    REPEATABILITY_C = 0.04
+    REPEATABILITY_PCT = 0.08
 
     def __init__(self, world, address=0x44):
         self.world = world
@@ -101,6 +103,12 @@ class Device:
             return self.last_good
         t_c = self.world.value("air_temperature_c")
         rh = self.world.value("air_humidity_pct")
+        # Every real measurement differs a little (datasheet repeatability, high precision:
+        # 0.04 degC, 0.08 %RH); without it a steady world would look like a stuck chip.
+        # (A bare test world without measurement_noise gets exact values to check formulas.)
+        if getattr(self.world, "measurement_noise", False):
+            t_c += random.uniform(-self.REPEATABILITY_C, self.REPEATABILITY_C)
+            rh += random.uniform(-self.REPEATABILITY_PCT, self.REPEATABILITY_PCT)
         if fault == "noise":
             t_c += random.uniform(-self.NOISE_C, self.NOISE_C)
             rh += random.uniform(-self.NOISE_PCT, self.NOISE_PCT)
