@@ -26,6 +26,18 @@ NAME_CHARS = MODEL_CHARS + "-"
 ONEWIRE_FAMILIES = {"ds18b20": 0x28}
 
 
+def sensirion_crc8(data):
+    """Sensirion CRC-8 (polynomial 0x31, init 0xFF) as the SHT4x and SGP40 append it to every
+    16-bit word. The chip models keep their own copy of the checksums, apart from the
+    drivers', so a driver bug cannot hide behind shared code."""
+    crc = 0xFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
 def crc8(data):
     """Dallas/Maxim CRC-8 (x^8 + x^5 + x^4 + 1, bits LSB first, init 0) as 1-Wire chips compute
     it over ROMs and scratchpads. A block followed by its own CRC gives 0."""

@@ -22,6 +22,8 @@
 import errno
 import math
 
+from devices import sensirion_crc8 as crc8
+
 ADDRESS = 0x59
 SERIAL = 0x0000_2F3A_91C4
 
@@ -47,13 +49,6 @@ SELF_TEST_PASSED = 0xD400
 SELF_TEST_FAILED = 0x4B00
 
 
-def crc8(data):
-    crc = 0xFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
 
 
 def absolute_humidity(rh_pct, t_c):

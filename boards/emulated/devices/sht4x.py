@@ -16,6 +16,8 @@
 import errno
 import random
 
+from devices import sensirion_crc8 as crc8
+
 # command -> (seconds busy, kind)
 COMMANDS = {
     0xFD: (0.0083, "measure"),
@@ -32,13 +34,6 @@ COMMANDS = {
 }
 
 
-def crc8(data):
-    crc = 0xFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
 
 
 def _word(value):

@@ -19,6 +19,7 @@ import asyncio
 
 from sensornode.compat import const, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from sensornode.drivers.errors import CRCError, NotReady, SensorError
+from sensornode.drivers.sensirion import crc8
 from sensornode.voc_index import VocIndex
 
 try:
@@ -42,18 +43,6 @@ _SELF_TEST_FAILED = const(0x4B00)
 
 _DEFAULT_RH = 50.0  # the datasheet's "no compensation" arguments (ticks 0x8000, 0x6666)
 _DEFAULT_T = 25.0
-
-
-def crc8(data: "Any", start: int = 0, end: int = -1) -> int:
-    """Sensirion CRC-8 (poly 0x31, init 0xFF) over data[start:end] (end -1: to the end)."""
-    if end < 0:
-        end = len(data)
-    crc = 0xFF
-    for i in range(start, end):
-        crc ^= data[i]
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
 
 
 def _number(name, value):

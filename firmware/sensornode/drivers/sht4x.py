@@ -23,6 +23,7 @@ import asyncio
 
 from sensornode.compat import const, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from sensornode.drivers.errors import CRCError, NotReady
+from sensornode.drivers.sensirion import crc8
 
 try:
     from typing import Any, Callable, Dict, Optional
@@ -39,18 +40,6 @@ _SERIAL_MS = const(1)
 
 # precision -> (command, maximum duration in tenths of a ms)
 MEASURE = {"high": (0xFD, 83), "medium": (0xF6, 45), "low": (0xE0, 16)}
-
-
-def crc8(data: "Any", start: int = 0, end: int = -1) -> int:
-    """Sensirion CRC-8 (poly 0x31, init 0xFF) over data[start:end] (end -1: to the end)."""
-    if end < 0:
-        end = len(data)
-    crc = 0xFF
-    for i in range(start, end):
-        crc ^= data[i]
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
 
 
 def temperature_c(raw: int) -> float:
