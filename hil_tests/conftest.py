@@ -20,20 +20,45 @@ def neoterra(*args: str) -> list[str]:
     return [sys.executable, "-m", "edge_gateway", *args]
 
 
+class GatewayProcess:
+    """`neoterra gateway run` against a broker, restartable on the same store."""
+
+    def __init__(self, broker: Mosquitto, workdir: Path) -> None:
+        self.broker = broker
+        self.db = workdir / "gateway.db"
+        self.log_path = workdir / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("a") as log:
+            self.proc = subprocess.Popen(
+                neoterra("gateway", "run", "--broker", f"{self.broker.host}:{self.broker.port}",
+                         "--site", SITE, "--db", str(self.db)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(self.db.exists, timeout=15, what="the gateway to create its store")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
 @pytest.fixture
-def gateway(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Path]:
-    """`neoterra gateway run` against the test's broker; yields the path of its store."""
-    db = tmp_path / "gateway.db"
-    log = (tmp_path / "gateway.log").open("w")
-    proc = subprocess.Popen(
-        neoterra("gateway", "run", "--broker", f"{mosquitto.host}:{mosquitto.port}",
-                 "--site", SITE, "--db", str(db)),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+def gateway_process(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(mosquitto, tmp_path)
+    process.start()
     try:
-        wait_for(db.exists, timeout=15, what="the gateway to create its store", proc=None)
-        yield db
+        yield process
     finally:
-        stop_process(proc)
-        log.close()
+        process.stop()
+
+
+@pytest.fixture
+def gateway(gateway_process: GatewayProcess) -> Path:
+    """The running gateway's store."""
+    return gateway_process.db
