@@ -5,10 +5,17 @@
 # deadlocking the reader; a keepalive task pings and notices half-open links. Every wait has a
 # deadline, and a stalled, closed or malformed link is closed and reported exactly once through
 # on_disconnect. QoS 2 is not supported (neither sent nor subscribed). The wire format (packet
-# building and parsing, pure bytes) lives in mqtt_packet.
+# building and parsing, pure bytes) lives in mqtt_packet, TCP/TLS streams in mqtt_link, the
+# in-flight window in mqtt_session.
+#
+# Sessions: with clean_session=False the broker keeps our subscriptions and the messages for us
+# while we are away, and we keep our QoS1 publishes that were not acknowledged: right after the
+# next CONNACK (whatever its session_present says), before connect() returns and so before any
+# new publish, they are sent again, oldest first, with the DUP flag and their packet ids.
 import asyncio
 
 from sensornode.compat import ticks_add, ticks_diff, ticks_ms
+from sensornode.net import mqtt_link as link
 from sensornode.net import mqtt_packet as wire
 
 # Re-exported: the codec's errors and varint helpers are part of this module's API.
@@ -22,36 +29,11 @@ from sensornode.net.mqtt_packet import (
     decode_remaining_length,
     encode_remaining_length,
 )
+from sensornode.net.mqtt_session import Delivery, Inbox, InFlight
 
-__all__ = ("MAX_REMAINING_LENGTH", "MQTTClient", "MQTTConnectionError", "MQTTConnectionRefused",
-           "MQTTError", "MQTTProtocolError", "MQTTTimeout", "decode_remaining_length",
-           "encode_remaining_length")
-
-
-async def _close_stream(writer, abort):
-    if writer is None:
-        return
-    # CPython's close() flushes its buffer first, which never ends on a dead link: abort instead.
-    # MicroPython's close() does nothing; its wait_closed() is what closes the socket.
-    transport = getattr(writer, "transport", None)
-    try:
-        if abort and transport is not None:
-            transport.abort()
-        writer.close()
-        await asyncio.wait_for(writer.wait_closed(), 1)
-    except Exception:  # a broken socket may complain while closing; it is closed either way
-        pass
-
-
-class _Pending:
-    """A request awaiting its ack. The packet (a bytearray) is kept so that a later version can
-    resend unacknowledged publishes after a reconnect with DUP set (packet[0] |= 0x08)."""
-
-    def __init__(self, ack_type):
-        self.ack_type = ack_type
-        self.packet = None
-        self.done = asyncio.Event()
-        self.result = None  # the ack's body, or the MQTTError that ended the wait
+__all__ = ("MAX_REMAINING_LENGTH", "Delivery", "MQTTClient", "MQTTConnectionError",
+           "MQTTConnectionRefused", "MQTTError", "MQTTProtocolError", "MQTTTimeout",
+           "decode_remaining_length", "encode_remaining_length")
 
 
 class MQTTClient:
@@ -63,7 +45,7 @@ class MQTTClient:
     SEND_TIMEOUT_MS = 5000  # a write the socket cannot take this long marks the link dead
 
     def __init__(self, client_id, host, port=1883, username=None, password=None, keepalive_s=30,
-                 clean_session=True, will=None):
+                 clean_session=True, will=None, ssl=None, server_hostname=None):
         if password is not None and username is None:
             raise ValueError("MQTT 3.1.1 cannot send a password without a username")
         if not 0 <= keepalive_s <= 0xFFFF:
@@ -73,22 +55,29 @@ class MQTTClient:
         self.client_id, self.host, self.port = client_id, host, port
         self.username, self.password = username, password
         self.keepalive_s, self.clean_session, self.will = keepalive_s, clean_session, will
+        # TLS: None (plain TCP), an SSLContext, or {"cadata": PEM/DER bytes, "cafile": path} of
+        # the CA the broker's certificate, issued to server_hostname (default host), must chain to.
+        self.ssl = link.tls_context(ssl) if isinstance(ssl, dict) else ssl
+        self.server_hostname = server_hostname
         self.on_message = None  # callback(topic: str, payload: bytes, retained: bool), or async
         self.on_disconnect = None  # callback(reason: str), or async; once per connection
         self.session_present = False  # from the last CONNACK
         # sent/received count PUBLISH packets (a QoS1 one is sent once acked); drops counts
-        # received messages discarded because the inbox was full or the link went down.
-        self.stats = {"sent": 0, "received": 0, "pings": 0, "drops": 0, "callback_errors": 0}
+        # received messages discarded because the inbox was full or the link went down;
+        # retransmits counts PUBLISHes sent again with DUP after a reconnect; kept counts QoS1
+        # publishes left in flight by a timed-out publish(keep_on_timeout=True), and abandoned
+        # those of them a clean session gave up when its link dropped.
+        self.stats = {"sent": 0, "received": 0, "pings": 0, "drops": 0, "callback_errors": 0,
+                      "retransmits": 0, "kept": 0, "abandoned": 0}
         self.last_callback_error = None
         self._connected = self._leaving = False
         self._reader = self._writer = None
         self._tasks = ()  # reader and keepalive: cancelled when the link drops
         self._side_tasks = []  # dispatcher, on_disconnect calls: referenced, never cancelled
-        self._pending = {}  # packet id -> _Pending; its size is the in-flight window
-        self._next_id = 0
-        self._inbox = []  # replaced per connection; the dispatcher exits once it is stale
+        self._inflight = InFlight()  # at most INFLIGHT_SLOTS requests awaiting their ack
+        self._inbox = Inbox(0, self.stats)  # one per connection, closed when the link drops
         # Made anew per connection in _start_session (CPython binds them to one event loop).
-        self._inbox_ready, self._slot_free = asyncio.Event(), asyncio.Event()
+        self._slot_free = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._last_tx = self._last_rx = 0
         self._ping_sent_at = None
@@ -98,31 +87,47 @@ class MQTTClient:
     def is_connected(self):
         return self._connected
 
+    @property
+    def inflight(self):
+        """How many QoS1 publishes and subscribes await their ack (at most INFLIGHT_SLOTS)."""
+        return len(self._inflight)
+
     async def connect(self, timeout_ms=5000):
         """TCP connect, CONNECT, CONNACK, all within timeout_ms; then start the session's tasks.
+        Unacknowledged publishes of a persistent session are resent before it returns.
         Raises MQTTTimeout, MQTTConnectionError, MQTTConnectionRefused or MQTTProtocolError."""
         if self._connected:
             raise MQTTError("already connected")
-        self._stage = "opening TCP connection"
+        self._stage = "opening %s connection" % ("TLS" if self.ssl else "TCP")
         try:
             await asyncio.wait_for(self._handshake(), timeout_ms / 1000)
         except BaseException as exc:
             writer, self._reader, self._writer = self._writer, None, None
-            await _close_stream(writer, True)
+            await link.close_stream(writer, True)
             where = "%s:%d" % (self.host, self.port)
-            # TimeoutError first: on CPython it is a subclass of OSError.
-            if isinstance(exc, asyncio.TimeoutError):
-                raise MQTTTimeout("%s gave no answer within %d ms while %s"
-                                  % (where, timeout_ms, self._stage)) from None
-            if isinstance(exc, (OSError, EOFError)):
-                raise MQTTConnectionError("cannot connect to %s while %s: %r"
-                                          % (where, self._stage, exc)) from None
-            raise
+            error = link.connect_error(exc, where, self._stage, timeout_ms, self.ssl is not None)
+            if error is None:
+                raise
+            raise error from None
         self._start_session()
 
-    async def publish(self, topic, payload, qos=0, retain=False, timeout_ms=5000):
-        """Return once written (QoS0) or once the broker's PUBACK is in (QoS1). timeout_ms bounds
-        the waits for an in-flight slot, a turn to write and the PUBACK."""
+    async def publish(self, topic, payload, qos=0, retain=False, timeout_ms=5000,
+                      keep_on_timeout=False):
+        """Return once written (QoS0) or once the broker's PUBACK is in (QoS1): for QoS1 a return
+        is the one outcome that proves the broker has the message. timeout_ms bounds the waits
+        for an in-flight slot, a turn to write and the PUBACK.
+
+        QoS1 and the link: with clean_session=True a link loss fails the call at once
+        (MQTTConnectionError). With clean_session=False the message belongs to the session until
+        acked: a link loss does not end the call, the message is resent (DUP) right after the
+        next connect(), and the call returns when that PUBACK arrives within timeout_ms.
+
+        On MQTTTimeout the message is withdrawn by default: never resent by this client, and it
+        may or may not have reached the broker. With keep_on_timeout=True a message already in
+        flight stays there instead, holding its slot, resent after each connect() until acked,
+        and the exception's .delivery (a Delivery) tells later whether it was acked or abandoned;
+        .delivery is None when nothing was kept. After any other error the message was not kept
+        and its fate is unknown: resend it (the gateway drops duplicates by seq)."""
         if qos not in (0, 1):
             raise ValueError("qos must be 0 or 1")
         if not topic or "+" in topic or "#" in topic:
@@ -133,7 +138,9 @@ class MQTTClient:
             await self._send(wire.publish_packet(topic_field, payload, 0, retain), deadline)
         else:
             await self._request(wire.PUBACK, "PUBACK", deadline, lambda packet_id:
-                                wire.publish_packet(topic_field, payload, 1, retain, packet_id))
+                                wire.publish_packet(topic_field, payload, 1, retain, packet_id),
+                                keep_on_timeout)
+            return
         self.stats["sent"] += 1
 
     async def subscribe(self, topic_filter, qos=1, timeout_ms=5000):
@@ -162,15 +169,21 @@ class MQTTClient:
         await self._drop("client disconnected", abort=False)
 
     async def _handshake(self):
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        self._stage = "sending CONNECT"  # MicroPython reports a refused TCP connect only here
+        self._reader, self._writer = await link.open_stream(self.host, self.port, self.ssl,
+                                                            self.server_hostname)
+        # MicroPython reports a refused TCP connect, and runs the TLS handshake, only here.
+        self._stage = "sending CONNECT" + (" (TLS handshake)" if self.ssl else "")
         self._writer.write(wire.connect_packet(self.client_id, self.keepalive_s,
                                                self.clean_session, self.will, self.username,
                                                self.password))
         await self._writer.drain()
         self._stage = "waiting for CONNACK"
-        first, body = await self._read_packet(self._reader)
+        first, body = await link.read_packet(self._reader, self.MAX_PACKET)
         self.session_present = wire.parse_connack(first, body)
+        if len(self._inflight):  # only a persistent session keeps any across a link loss
+            self._stage = "resending unacknowledged publishes"
+            self.stats["retransmits"] += self._inflight.resend(self._writer)
+            await self._writer.drain()
 
     def _start_session(self):
         self._connected = True
@@ -179,14 +192,13 @@ class MQTTClient:
         self._ping_sent_at = None
         # Fresh primitives per connection: the previous one's waiters were all woken by _drop.
         self._write_lock, self._slot_free = asyncio.Lock(), asyncio.Event()
-        self._inbox, self._inbox_ready = [], asyncio.Event()
+        self._inbox = Inbox(self.INBOX_SIZE, self.stats)
         self._tasks = [asyncio.create_task(self._read_loop(self._reader))]
         if self.keepalive_s:
             self._tasks.append(asyncio.create_task(self._keepalive_loop()))
         # Keep referencing the unfinished ones: CPython's loop holds tasks only weakly.
         self._side_tasks = [task for task in self._side_tasks if not task.done()]
-        self._side_tasks.append(asyncio.create_task(self._dispatch_loop(self._inbox,
-                                                                        self._inbox_ready)))
+        self._side_tasks.append(asyncio.create_task(self._dispatch_loop(self._inbox)))
 
     async def _drop(self, reason, abort=True):
         """Tear the connection down and report it. Any task may call it, any number of times:
@@ -200,46 +212,40 @@ class MQTTClient:
             if task is not current:
                 task.cancel()
         self._tasks = ()
-        for pending in self._pending.values():
-            if not pending.done.is_set():  # an ack already in stays a success
-                pending.result = MQTTConnectionError("connection lost: " + reason)
-                pending.done.set()
+        lost = MQTTConnectionError("connection lost: " + reason)
+        for entry in self._inflight.entries():
+            if entry.ack_type != wire.PUBACK or self.clean_session:
+                self._settle(entry, lost)
+            # else the session keeps it: resent after the next connect
         self._slot_free.set()
         # The dispatcher finishes its current message, then exits; the rest are lost (QoS1
         # ones were not acked, so a persistent session gets them again after a reconnect).
-        self.stats["drops"] += len(self._inbox)
-        self._inbox = []
-        self._inbox_ready.set()
+        self._inbox.close()
         if self.on_disconnect is not None:
             # In a task of its own: it may well reconnect, and whichever operation noticed the
             # loss must not wait for that before it raises.
             self._side_tasks.append(asyncio.create_task(self._call(self.on_disconnect, (reason,))))
-        await _close_stream(writer, abort)
+        await link.close_stream(writer, abort)
 
     def _check_connected(self):
         if not self._connected:
             raise MQTTConnectionError("not connected to %s:%d" % (self.host, self.port))
 
-    async def _wait(self, awaitable, deadline, what):
-        try:
-            remaining_ms = max(ticks_diff(deadline, ticks_ms()), 0)
-            return await asyncio.wait_for(awaitable, remaining_ms / 1000)
-        except asyncio.TimeoutError:
-            raise MQTTTimeout("timed out waiting for " + what) from None
-
-    async def _send(self, packet, deadline, stall_ms=0):
+    async def _send(self, packet, deadline, stall_ms=0, entry=None):
         """Write one packet. Waiting for our turn ends at the caller's deadline and costs
         nothing to abandon. The write itself is not abandoned half-way, which would leave part
         of a packet in the stream: one the socket has not taken within stall_ms (default
         SEND_TIMEOUT_MS) means a dead link, and the link is closed."""
         self._check_connected()
         lock = self._write_lock  # one writer at a time: MicroPython requires it of a socket
-        await self._wait(lock.acquire(), deadline, "a turn to write")
+        await link.wait_until(lock.acquire(), deadline, "a turn to write")
         try:
             self._check_connected()
             writer = self._writer
             if writer is None:
                 raise OSError("no socket")
+            if entry is not None:
+                entry.sent = True
             writer.write(packet)
             await asyncio.wait_for(writer.drain(), (stall_ms or self.SEND_TIMEOUT_MS) / 1000)
         except asyncio.TimeoutError:  # before OSError: on CPython it is a subclass of OSError
@@ -253,49 +259,59 @@ class MQTTClient:
             lock.release()
         self._last_tx = ticks_ms()
 
-    async def _request(self, ack_type, ack_name, deadline, build_packet):
+    async def _request(self, ack_type, ack_name, deadline, build_packet, keep=False):
         """Send the packet build_packet(packet_id) makes; return the body of its ack."""
         self._check_connected()
-        while len(self._pending) >= self.INFLIGHT_SLOTS:
+        while len(self._inflight) >= self.INFLIGHT_SLOTS:
             self._slot_free.clear()
-            await self._wait(self._slot_free.wait(), deadline, "a free in-flight slot")
+            await link.wait_until(self._slot_free.wait(), deadline, "a free in-flight slot")
             self._check_connected()
-        while True:  # ends: at most INFLIGHT_SLOTS of the 65535 ids are taken
-            self._next_id = self._next_id % 0xFFFF + 1  # 1..65535; 0 is not a valid id
-            if self._next_id not in self._pending:
-                break
-        packet_id = self._next_id
-        pending = self._pending[packet_id] = _Pending(ack_type)
+        entry = self._inflight.add(ack_type)
+        entry.packet = build_packet(entry.packet_id)
+        # A persistent session owns its QoS1 publishes: a failed send is not the end of one, it
+        # goes out again after the next connect, and its caller may still get the PUBACK.
+        owned = ack_type == wire.PUBACK and not self.clean_session
         try:
-            pending.packet = build_packet(packet_id)
-            await self._send(pending.packet, deadline)
-            await self._wait(pending.done.wait(), deadline, ack_name)
+            try:
+                await self._send(entry.packet, deadline, entry=entry)
+            except MQTTError:
+                if not owned:
+                    raise
+            await link.wait_until(entry.done.wait(), deadline, ack_name)
+        except MQTTTimeout as exc:
+            if not entry.acked:  # else an ack that raced the deadline: a success
+                # Kept only if it can still be acked: sent on this link, or owned by the session.
+                if keep and not entry.done.is_set() and (entry.sent or owned):
+                    entry.kept = True
+                    self.stats["kept"] += 1
+                    exc.delivery = entry
+                raise
         finally:
-            del self._pending[packet_id]
-            self._slot_free.set()
-        if isinstance(pending.result, MQTTError):
-            raise pending.result
-        return pending.result
+            if not entry.kept and self._inflight.remove(entry):
+                self._slot_free.set()  # withdrawn: its caller gave up
+        if isinstance(entry.result, MQTTError):
+            raise entry.result
+        return entry.result
 
-    async def _read_packet(self, reader):
-        first = (await reader.readexactly(1))[0]
-        header = bytearray()
-        while True:  # at most 4 bytes; decode_remaining_length rejects a 4th with a carry
-            header.append((await reader.readexactly(1))[0])
-            if not header[-1] & 0x80 or len(header) == 4:
-                break
-        length = decode_remaining_length(header)[0]
-        if length > self.MAX_PACKET:
-            raise MQTTProtocolError("%d-byte packet exceeds MAX_PACKET (%d)"
-                                    % (length, self.MAX_PACKET))
-        return first, (await reader.readexactly(length) if length else b"")
+    def _settle(self, entry, result):
+        """End a request with its ack's body or an MQTTError, and free its slot."""
+        if not self._inflight.remove(entry):
+            return
+        entry.result = result
+        entry.done.set()
+        self._slot_free.set()
+        if isinstance(result, MQTTError):
+            if entry.kept:
+                self.stats["abandoned"] += 1
+        elif entry.ack_type == wire.PUBACK:
+            self.stats["sent"] += 1
 
     async def _read_loop(self, reader):
         # No timeout on the read itself: the keepalive task bounds how long the link may stay
         # silent (or stuck mid-packet) and then closes it, which ends this task.
         try:
             while True:
-                first, body = await self._read_packet(reader)
+                first, body = await link.read_packet(reader, self.MAX_PACKET)
                 self._last_rx = ticks_ms()
                 self._ping_sent_at = None  # any packet proves the broker still hears us
                 self._handle_packet(first, body)
@@ -312,42 +328,33 @@ class MQTTClient:
         if first & 0xF0 == wire.PUBLISH:
             self._queue_publish(first, body)
         elif first in (wire.PUBACK, wire.SUBACK):
-            pending = self._pending.get(wire.parse_ack(first, body))
-            if pending is None or pending.done.is_set():
-                return  # its waiter gave up (timed out) or lost its link: nothing left to do
-            if pending.ack_type != first:
+            entry = self._inflight.get(wire.parse_ack(first, body))
+            if entry is None:
+                return  # withdrawn (its caller timed out) or settled already: nothing to do
+            if entry.ack_type != first:
                 raise MQTTProtocolError("ack type 0x%02x for a packet awaiting 0x%02x"
-                                        % (first, pending.ack_type))
-            pending.result = body
-            pending.done.set()
+                                        % (first, entry.ack_type))
+            self._settle(entry, body)
         elif first != wire.PINGRESP or body:
             raise MQTTProtocolError("unexpected packet type 0x%02x (%d bytes)" % (first, len(body)))
 
     def _queue_publish(self, first, body):
         topic, payload_start, retained, packet_id = wire.publish_header(first, body)
         self.stats["received"] += 1
-        if len(self._inbox) >= self.INBOX_SIZE:
-            # The reader must never wait on the application (a handler awaiting a PUBACK would
-            # deadlock), so overflow is dropped. No PUBACK: a persistent session redelivers it.
-            self.stats["drops"] += 1
-            return
-        self._inbox.append((topic, body[payload_start:], retained, packet_id))
-        self._inbox_ready.set()
+        # The reader never waits on the application (a handler awaiting a PUBACK would
+        # deadlock): overflow is dropped, unacked, so a persistent session redelivers it.
+        if self._inbox.accepts():
+            self._inbox.put((topic, body[payload_start:], retained, packet_id))
 
-    async def _dispatch_loop(self, inbox, ready):
-        # `inbox is self._inbox` only while this connection lasts (_drop replaces it).
+    async def _dispatch_loop(self, inbox):
         while True:
-            while not inbox:
-                if inbox is not self._inbox:
-                    return
-                ready.clear()
-                await ready.wait()  # set by the reader, and by _drop so that we exit
-            if inbox is not self._inbox:
-                return
-            topic, payload, retained, packet_id = inbox.pop(0)
+            item = await inbox.get()
+            if item is None:
+                return  # its connection is gone
+            topic, payload, retained, packet_id = item
             if self.on_message is not None:
                 await self._call(self.on_message, (topic, payload, retained))
-            if packet_id and inbox is self._inbox:  # acked only once the handler is done
+            if packet_id and inbox.open:  # acked only once the handler is done
                 try:
                     await self._send(wire.puback_packet(packet_id),
                                      ticks_add(ticks_ms(), self.SEND_TIMEOUT_MS))

@@ -10,6 +10,7 @@ from sensornode.compat import const
 CONNECT = const(0x10)
 CONNACK = const(0x20)
 PUBLISH = const(0x30)
+DUP = const(0x08)  # PUBLISH flag: this packet id may have been sent before
 PUBACK = const(0x40)
 SUBSCRIBE = const(0x82)  # 3.1.1 requires flags 0b0010 on SUBSCRIBE
 SUBACK = const(0x90)
@@ -28,7 +29,13 @@ class MQTTError(Exception):
 
 
 class MQTTTimeout(MQTTError):
-    """An operation got no answer before its deadline."""
+    """An operation got no answer before its deadline. When publish(..., keep_on_timeout=True)
+    left its message in flight, .delivery is that message's receipt (an mqtt_session.Delivery);
+    otherwise it is None."""
+
+    def __init__(self, message="", delivery=None):
+        super().__init__(message)
+        self.delivery = delivery
 
 
 class MQTTConnectionError(MQTTError):
