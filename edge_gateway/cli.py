@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edge_gateway import settings
 from edge_gateway.commands import CommandError, InvalidCommand, send_command
+from edge_gateway.gaps import DROPPED, Gap, list_gaps
 from edge_gateway.ingest import Gateway, GatewayError
 from edge_gateway.store import NodeInfo, Reading, Store, StoreError
 
@@ -44,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     nodes = commands.add_parser("nodes", help="list nodes with their latest readings")
     _add_db_option(nodes)
     nodes.set_defaults(handler=_nodes)
+
+    gaps = commands.add_parser("gaps", help="list seqs a node sent that were never stored "
+                               "(lost, or dropped by the node when its outbox was full)")
+    _add_db_option(gaps)
+    gaps.add_argument("--node", metavar="NODE", help="only this node")
+    gaps.add_argument("--open", action="store_true",
+                      help="only gaps still open (not filled by late arrivals)")
+    gaps.set_defaults(handler=_gaps)
 
     irrigate = commands.add_parser("irrigate", help="water a garden bed and wait for the ack")
     irrigate.add_argument("node", metavar="NODE")
@@ -122,11 +131,18 @@ def _gateway_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _nodes(args: argparse.Namespace) -> int:
+def _existing_db(args: argparse.Namespace) -> Path | None:
     db_path = Path(settings.db_setting(args.db))
     if not db_path.exists():
         print(f"no database at {db_path}: start the gateway first "
               f"(neoterra gateway run --db {db_path})", file=sys.stderr)
+        return None
+    return db_path
+
+
+def _nodes(args: argparse.Namespace) -> int:
+    db_path = _existing_db(args)
+    if db_path is None:
         return EXIT_FAILURE
     with Store(db_path) as store:
         nodes = store.nodes()
@@ -154,14 +170,54 @@ def format_nodes(nodes: Sequence[NodeInfo], latest: Sequence[Reading], now: floa
     )
 
 
+def _gaps(args: argparse.Namespace) -> int:
+    db_path = _existing_db(args)
+    if db_path is None:
+        return EXIT_FAILURE
+    with Store(db_path) as store:
+        gaps = list_gaps(store, node=args.node, open_only=args.open)
+    if not gaps:
+        print(f"no {'open ' if args.open else ''}gaps in {db_path}: every seq "
+              f"{'of ' + args.node + ' ' if args.node else ''}up to the newest is stored")
+        return EXIT_OK
+    print(format_gaps(gaps))
+    return EXIT_OK
+
+
+def format_gaps(gaps: Sequence[Gap]) -> str:
+    header = ("NODE", "SEQ", "COUNT", "CAUSE", "DETECTED", "STATE")
+    rows = [header]
+    for gap in gaps:
+        if gap.filled_at is not None:
+            state = f"filled {_duration(gap.filled_at - gap.detected_at)} later"
+        elif gap.missing < gap.size:
+            state = f"open, {gap.missing} still missing"
+        else:
+            state = "open"
+        rows.append((gap.node, gap.seqs, str(gap.size),
+                     "dropped by node" if gap.cause == DROPPED else gap.cause,
+                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(gap.detected_at)), state))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.rjust(width) if i == 2 else cell.ljust(width)
+                  for i, (cell, width) in enumerate(zip(row, widths, strict=False)))
+        + "  " + row[-1]
+        for row in rows
+    )
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def _age(then: float | None, now: float) -> str:
     if then is None:
         return "never"
-    seconds = max(0, int(now - then))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
+    return f"{_duration(now - then)} ago"
 
 
 def _irrigate(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from sensornode import protocol
 
+from edge_gateway.gaps import SETTLE_S, GapTracker
 from edge_gateway.store import (
     Ack,
     DeadLetter,
@@ -37,6 +38,7 @@ from edge_gateway.store import (
     Telemetry,
     WriteResult,
 )
+from edge_gateway.timesync import DEFAULT_INTERVAL_S, TimeBroadcaster
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,8 @@ class Gateway:
         client_id: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        time_interval_s: float = DEFAULT_INTERVAL_S,
+        gap_settle_s: float = SETTLE_S,
     ) -> None:
         self.site = protocol.check_name("site", site)
         self.broker_host = broker_host
@@ -153,8 +157,12 @@ class Gateway:
         self.client_id = client_id or default_client_id(site)
         self.username = username
         self.password = password
+        self.time_interval_s = time_interval_s
+        self.gap_settle_s = gap_settle_s
         self.stats = IngestStats()
         self._store: Store | None = None
+        self._time: TimeBroadcaster | None = None  # started once connected
+        self._gaps: GapTracker | None = None  # with its own Store: it writes from its thread
         self._client: mqtt.Client | None = None
         self._subscribe_mid: int | None = None
         self._ready = threading.Event()  # connected and subscribed
@@ -177,6 +185,9 @@ class Gateway:
         self._stopping = False
         self._halt.clear()
         self._store = Store(self.db_path)
+        self._gaps = GapTracker(Store(self.db_path), settle_s=self.gap_settle_s)
+        self._gaps.load()
+        self._gaps.start()
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -197,6 +208,7 @@ class Gateway:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
+        self._time = TimeBroadcaster(client, self.site, self.time_interval_s)
         log.info("gateway for site %r: broker %s, database %s", self.site, self.broker,
                  self.db_path)
         # connect_async: a broker that is not up yet is retried, not a startup failure.
@@ -206,11 +218,18 @@ class Gateway:
     def stop(self) -> None:
         """Disconnect, wait for the MQTT thread (finishing any message in hand), close the db."""
         client, self._client = self._client, None
+        time_sync, self._time = self._time, None
+        if time_sync is not None:
+            time_sync.stop()
         if client is not None:
             self._stopping = True
             client.disconnect()
             client.loop_stop()
         self._ready.clear()
+        if self._gaps is not None:
+            self._gaps.stop()
+            self._gaps.store.close()
+            self._gaps = None
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -292,6 +311,13 @@ class Gateway:
             ))
             return
         self._ready.set()
+        time_sync = self._time
+        if time_sync is not None:
+            # Nodes that booted while we were away get the time now, not an interval later.
+            if time_sync.running:
+                time_sync.poke()
+            else:
+                time_sync.start()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         log.warning("cannot reach broker %s; retrying", self.broker)
@@ -325,6 +351,18 @@ class Gateway:
         client.ack(msg.mid, msg.qos)
         self.stats.messages += len(messages)
         self._report(result, messages)
+        self._track(messages)
+
+    def _track(self, messages: list[Message]) -> None:
+        """After the commit: seq gaps, and the time for a node that just came online."""
+        time_sync = self._time
+        if time_sync is not None and any(isinstance(m, Status) and m.online for m in messages):
+            time_sync.poke()
+        try:
+            if self._gaps is not None:
+                self._gaps.observe(messages)
+        except Exception:  # the data is stored and acked; gap tracking must not stop ingest
+            log.exception("gap tracking failed")
 
     def _write(self, messages: list[Message]) -> WriteResult:
         if self._store is None:

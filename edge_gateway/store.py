@@ -13,10 +13,26 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from edge_gateway.messages import (
+    Ack,
+    DeadLetter,
+    Event,
+    Message,
+    NodeInfo,
+    Reading,
+    Status,
+    Telemetry,
+)
+
+__all__ = [
+    "SCHEMA_VERSION", "Ack", "DeadLetter", "Event", "Message", "NodeInfo", "Reading", "Status",
+    "Store", "StoreError", "Telemetry", "WriteResult",
+]
 
 # Each entry migrates the schema from version i to i + 1; never edit one that has shipped.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -74,99 +90,41 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             received_at REAL NOT NULL
         )""",
     ),
+    (
+        # Where each boot of a node started its seqs (its birth's seq_next): the numbers
+        # skipped below one are not lost readings (docs/protocol.md, "Sequence numbers").
+        """CREATE TABLE boots (
+            node TEXT NOT NULL,
+            seq_next INTEGER NOT NULL,
+            received_at REAL NOT NULL,   -- gateway clock: the first birth with it
+            UNIQUE (node, seq_next)
+        )""",
+        """INSERT INTO boots (node, seq_next, received_at)
+           SELECT node, seq_next, coalesce(changed_at, last_seen, 0) FROM nodes
+           WHERE seq_next IS NOT NULL""",
+        # Missing seqs, found and kept by edge_gateway.gaps.
+        """CREATE TABLE gaps (
+            node TEXT NOT NULL,
+            first_seq INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL,
+            cause TEXT NOT NULL,         -- 'lost', or 'dropped' (the node said it dropped them)
+            detected_at REAL NOT NULL,   -- gateway clock
+            missing INTEGER NOT NULL,    -- how many of first_seq..last_seq are still not stored
+            filled_at REAL,              -- gateway clock: when the last of them arrived late
+            UNIQUE (node, first_seq)
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-TABLES = ("readings", "events", "nodes", "acks", "dead_letters")
+TABLES = ("readings", "events", "nodes", "acks", "dead_letters", "boots", "gaps")
 
 
 class StoreError(Exception):
     """The database cannot be used as it is (e.g. written by a newer gateway)."""
 
 
-# ---- what goes in (decoded messages) and what comes out (rows) -------------------------------
-
-
-@dataclass(frozen=True)
-class Reading:
-    node: str
-    seq: int
-    ts: float
-    quantity: str
-    value: float
-    received_at: float
-
-
-@dataclass(frozen=True)
-class Telemetry:
-    site: str
-    node: str
-    readings: tuple[Reading, ...]
-    received_at: float
-
-
-@dataclass(frozen=True)
-class Status:
-    site: str
-    node: str
-    online: bool
-    received_at: float
-    role: str = ""
-    fw: str = ""
-    board: str = ""
-    uptime_s: int = 0
-    seq_next: int = 0
-
-
-@dataclass(frozen=True)
-class Event:
-    site: str
-    node: str
-    seq: int
-    ts: float
-    kind: str
-    name: str
-    state: str
-    detail: str
-    received_at: float
-
-
-@dataclass(frozen=True)
-class Ack:
-    site: str
-    node: str
-    cmd_id: str
-    ok: bool
-    result: str
-    detail: str
-    ts: float
-    received_at: float
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    topic: str
-    payload: bytes
-    reason: str
-    received_at: float
-
-
-Message = Telemetry | Status | Event | Ack | DeadLetter
 EVENT_COLUMNS = ("node", "seq", "ts", "kind", "name", "state", "detail", "received_at")
 ACK_COLUMNS = ("node", "cmd_id", "ok", "result", "detail", "ts", "received_at")
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    node: str
-    site: str
-    online: bool | None  # None: no status seen yet
-    role: str | None
-    fw: str | None
-    board: str | None
-    seq_next: int | None
-    uptime_s: int | None
-    last_seen: float | None
-    changed_at: float | None
 
 
 @dataclass
@@ -244,6 +202,13 @@ class Store:
                 db.execute("DELETE FROM schema_version")
                 db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
 
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One write transaction, for modules that keep their own tables here (gaps)."""
+        return self._transaction()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._rows(sql, params)
+
     def schema_version(self) -> int:
         return int(self._db.execute("SELECT version FROM schema_version").fetchone()[0])
 
@@ -312,6 +277,8 @@ class Store:
                 (message.node, message.site, message.role, message.fw, message.board,
                  message.seq_next, message.uptime_s, message.received_at, changed_at),
             )
+            db.execute("INSERT OR IGNORE INTO boots (node, seq_next, received_at)"
+                       " VALUES (?, ?, ?)", (message.node, message.seq_next, message.received_at))
         else:
             # The last will is the broker speaking, not the node: last_seen stays as it was.
             db.execute(

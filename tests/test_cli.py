@@ -190,3 +190,27 @@ def test_broker_addresses(text: str, address: BrokerAddress) -> None:
 def test_bad_broker_addresses_explain_the_format(text: str) -> None:
     with pytest.raises(ValueError, match=r"HOST:PORT|IPV6"):
         parse_broker(text)
+
+
+def test_gaps_lists_what_was_never_stored(tmp_path: Path) -> None:
+    from edge_gateway.gaps import GapTracker
+
+    db = tmp_path / "neoterra.db"
+    fill_store(db)
+    result = neoterra("gaps", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("no gaps in neoterra.db")
+    with Store(db) as store:
+        tracker = GapTracker(store, settle_s=0)
+        tracker.load()
+        late = Telemetry("home", "bed-1", (Reading("bed-1", 5, T0, "pump", 1.0, T0),), T0)
+        store.write([late])
+        tracker.observe([late])
+        tracker.check()
+    result = neoterra("gaps", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()
+    assert header.split() == ["NODE", "SEQ", "COUNT", "CAUSE", "DETECTED", "STATE"]
+    assert row.split()[:4] == ["bed-1", "2..4", "3", "lost"] and row.endswith("open")
+    missing = neoterra("gaps", "--db", "missing.db", cwd=tmp_path)
+    assert missing.returncode == 1 and "no database at missing.db" in missing.stderr

@@ -304,3 +304,60 @@ def test_decode_refuses_topics_outside_the_ingest_set(topic: str, reason: str) -
     letter = decode_message(SITE, topic, b"{}", T0)
     assert isinstance(letter, DeadLetter)
     assert reason in letter.reason
+
+
+# ---- time sync and gap reporting, through the real gateway ------------------------------------
+
+
+def test_gateway_sends_the_time_once_connected_and_when_a_node_comes_online(
+    mosquitto: Mosquitto, db_path: Path
+) -> None:
+    from tests.test_timesync import TimeListener
+
+    listener = TimeListener(mosquitto, SITE)
+    gw = Gateway(SITE, mosquitto.host, mosquitto.port, db_path, time_interval_s=3600)
+    node = FakeNode(mosquitto, "bed-4")
+    try:
+        gw.start()
+        gw.wait_connected(WAIT_S)
+        wait_for(lambda: listener.count() == 1, WAIT_S, "the time at connect")
+        node.birth()  # a node that just booted gets the time now, not an hour later
+        wait_for(lambda: listener.count() == 2, WAIT_S, "the time after the birth")
+        _, msg, retained = listener.messages[1]
+        assert msg["interval_s"] == 3600 and not retained
+    finally:
+        node.close()
+        gw.stop()
+        listener.close()
+
+
+def test_gateway_reports_a_gap_and_closes_it_after_a_restart(
+    mosquitto: Mosquitto, db_path: Path, node: FakeNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge_gateway.gaps import LOST, list_gaps
+
+    caplog.set_level(logging.WARNING, logger="edge_gateway.gaps")
+    gw = Gateway(SITE, mosquitto.host, mosquitto.port, db_path, gap_settle_s=0.2)
+    gw.start()
+    try:
+        gw.wait_connected(WAIT_S)
+        node.birth()  # seq_next 1
+        for seq in (1, 2, 4, 5):
+            node.telemetry(seq, soil_moisture=40.0)
+        with Store(db_path) as store:
+            wait_for(lambda: list_gaps(store) != [], WAIT_S, "the gap to be reported")
+            [gap] = list_gaps(store)
+        assert (gap.node, gap.first_seq, gap.last_seq, gap.cause) == ("bed-1", 3, 3, LOST)
+        assert caplog.messages == ["node bed-1: seq 3 (1) lost: never stored, not a reboot skip"]
+    finally:
+        gw.stop()
+    again = Gateway(SITE, mosquitto.host, mosquitto.port, db_path, gap_settle_s=0.2)
+    again.start()
+    try:
+        again.wait_connected(WAIT_S)
+        node.telemetry(3, soil_moisture=40.0)  # late after all
+        with Store(db_path) as store:
+            wait_for(lambda: list_gaps(store, open_only=True) == [], WAIT_S, "the gap closed")
+            assert list_gaps(store)[0].filled_at is not None
+    finally:
+        again.stop()

@@ -46,7 +46,7 @@ def test_new_database_has_schema_wal_and_version(tmp_path: Path) -> None:
     with Store(tmp_path / "gw.db") as store:
         assert store.schema_version() == SCHEMA_VERSION
         assert store.counts() == dict.fromkeys(
-            ("readings", "events", "nodes", "acks", "dead_letters"), 0
+            ("readings", "events", "nodes", "acks", "dead_letters", "boots", "gaps"), 0
         )
     db = sqlite3.connect(tmp_path / "gw.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -142,6 +142,16 @@ def test_availability_changes_are_reported_once(store: Store) -> None:
     assert (node.online, node.role, node.fw, node.seq_next) == (False, "garden", "0.1.0", 10)
     assert node.changed_at == T0 + 9
     assert node.last_seen == T0 + 5  # the last will is not a sign of life
+
+
+def test_each_boot_start_is_kept_once(store: Store) -> None:
+    store.write([online("bed-1", T0), online("bed-1", T0 + 5)])  # seq_next 10 both times
+    store.write([Status("home", "bed-1", True, T0 + 60, role="garden", fw="0.1.0",
+                        board="esp32_devkitc", uptime_s=1, seq_next=74)])
+    store.write([Status("home", "bed-1", False, T0 + 90)])
+    assert store.query("SELECT seq_next, received_at FROM boots ORDER BY seq_next") == [
+        (10, T0), (74, T0 + 60)
+    ]
 
 
 def test_node_seen_only_through_telemetry_has_unknown_availability(store: Store) -> None:

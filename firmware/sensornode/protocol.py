@@ -20,6 +20,11 @@ ACK = "ack"
 CONFIG = "config"
 NODE_TOPICS = (STATUS, TELEMETRY, EVENT, CMD, ACK, CONFIG)
 
+# Site-wide topics nt/<site>/<kind>: time from the gateway, the latching emergency stop.
+TIME = "time"
+ESTOP = "estop"
+SITE_TOPICS = (TIME, ESTOP)
+
 ROLES = ("garden", "drone")
 
 # Every reported quantity, with its unit. A name not listed here is refused by the decoder,
@@ -84,6 +89,16 @@ def site_filter(site: str, kind: str) -> str:
     """Subscription filter for one kind of topic from every node of a site."""
     check_name("site", site)
     return "%s/%s/+/%s" % (TOPIC_ROOT, site, kind)
+
+
+def site_topic(site: str, kind: str) -> str:
+    """A site-wide topic, nt/<site>/<kind>: one for every node of the site."""
+    check_name("site", site)
+    if kind not in SITE_TOPICS:
+        raise ProtocolError(
+            "site topic kind: %r is not one of %s" % (kind, ", ".join(SITE_TOPICS))
+        )
+    return "%s/%s/%s" % (TOPIC_ROOT, site, kind)
 
 
 def parse_topic(topic: str) -> tuple[str, str, str]:
@@ -371,3 +386,53 @@ def decode_ack(payload: "bytes | str") -> "dict[str, Any]":
         "ts": _timestamp(obj, "ack"),
         "detail": detail,
     }
+
+
+# ---- time (site-wide, gateway -> nodes, QoS 0, never retained) ------------------------------
+
+MAX_TIME_INTERVAL_S = 86400
+
+
+def encode_time(ts: float, interval_s: float) -> bytes:
+    """ts: the gateway's Unix time in seconds (sent to the millisecond); interval_s: how often
+    the gateway sends it."""
+    return _dump({"ts": round(ts, 3), "interval_s": interval_s})
+
+
+def decode_time(payload: "bytes | str") -> "dict[str, Any]":
+    """{"ts": Unix seconds, "ts_ms": the same in integer milliseconds, "interval_s": seconds}.
+
+    Nodes use ts_ms: it is read from the number's digits, exact on every port, while a
+    single-precision float (the ESP32 and RP2 ports) holds 1.8e9 s only to about +-64 s."""
+    obj = _load(payload, "time")
+    ts = _timestamp(obj, "time")
+    interval = _field(obj, "time", "interval_s")
+    if not _is_number(interval) or not 0 < interval <= MAX_TIME_INTERVAL_S:
+        raise ProtocolError(
+            "time.interval_s: must be a number of seconds above 0 and at most %d, got %r"
+            % (MAX_TIME_INTERVAL_S, interval)
+        )
+    text = payload.decode() if isinstance(payload, bytes) else payload
+    return {"ts": ts, "ts_ms": _ts_digits_ms(text, ts), "interval_s": float(interval)}
+
+
+def _ts_digits_ms(text: str, ts: float) -> int:
+    """Integer milliseconds from the digits of the payload's "ts" number; json's float `ts`
+    (already checked) is the fallback and the check that the right digits were read."""
+    ms = -1
+    start = text.find('"ts"')
+    if start >= 0:
+        rest = text[start + 4 :].lstrip()
+        if rest[:1] == ":":
+            rest = rest[1:].lstrip()
+            end = 0
+            while end < len(rest) and rest[end] in "0123456789.":
+                end += 1
+            whole, _, frac = rest[:end].partition(".")
+            exponent = rest[end : end + 1] in ("e", "E")
+            if whole.isdigit() and (not frac or frac.isdigit()) and not exponent:
+                frac += "0000"
+                ms = int(whole) * 1000 + int(frac[:3]) + (1 if frac[3] >= "5" else 0)
+    if ms < 0 or abs(ms / 1000 - ts) > ts * 1e-6:
+        ms = round(ts * 1000)
+    return ms

@@ -10,6 +10,7 @@ DECODERS = {
     "event": protocol.decode_event,
     "cmd": protocol.decode_command,
     "ack": protocol.decode_ack,
+    "time": protocol.decode_time,
 }
 
 
