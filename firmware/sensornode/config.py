@@ -34,6 +34,9 @@ DEFAULTS = {
         "warmup_s": 60,
     },
     "ds18b20": {"resolution": 12},
+    # Readings and events wait here (on flash) until the broker has them; when full, the
+    # oldest are dropped and reported.
+    "outbox": {"max_bytes": 65536},
     # Per sensor component (soil, sht4x, bme680, sgp40, ds18b20, mq135, tank_switch_1, ...):
     # {"interval_s": 10, "fail_after": 3, "stuck_after": 0, "backoff_max_s": 300,
     #  "filters": [{"median": 5}, {"delta": 0.5, "heartbeat_s": 300}]}
@@ -145,6 +148,7 @@ def validate(given):
     _check_number(errors, cfg, "mq135.clean_air_ratio", 0.1, 100)
     _check_int(errors, cfg, "mq135.warmup_s", 0, 172800)
     _check_int(errors, cfg, "ds18b20.resolution", 9, 12)
+    _check_int(errors, cfg, "outbox.max_bytes", 8192, 4194304)
     _check_sensors(errors, cfg["sensors"])
     if not errors and cfg["soil"]["dry_raw"] <= cfg["soil"]["wet_raw"]:
         errors.append(

@@ -256,6 +256,17 @@ def encode_telemetry(batch: "list[dict[str, Any]]") -> bytes:
     return _dump({"batch": batch})
 
 
+def encode_entry(seq: int, ts: float, values: "dict[str, float]") -> bytes:
+    """One telemetry entry as stored in a node's outbox until it is sent."""
+    return json.dumps({"seq": seq, "ts": ts, "values": values}, separators=(",", ":")).encode()
+
+
+def encode_telemetry_entries(entries: "list[bytes]") -> bytes:
+    """A telemetry payload from entries made by encode_entry, without decoding them again
+    (the node joins what its outbox holds)."""
+    return b'{"v":%d,"batch":[' % PROTOCOL_VERSION + b",".join(entries) + b"]}"
+
+
 def known_quantity(name: str) -> bool:
     if name in QUANTITIES:
         return True

@@ -31,6 +31,11 @@ from sensornode.net.mqtt_packet import (
 )
 from sensornode.net.mqtt_session import Delivery, Inbox, InFlight
 
+try:
+    from typing import Any  # noqa: F401  (type comments)
+except ImportError:
+    pass
+
 __all__ = ("MAX_REMAINING_LENGTH", "Delivery", "MQTTClient", "MQTTConnectionError",
            "MQTTConnectionRefused", "MQTTError", "MQTTProtocolError", "MQTTTimeout",
            "decode_remaining_length", "encode_remaining_length")
@@ -59,8 +64,10 @@ class MQTTClient:
         # the CA the broker's certificate, issued to server_hostname (default host), must chain to.
         self.ssl = link.tls_context(ssl) if isinstance(ssl, dict) else ssl
         self.server_hostname = server_hostname
-        self.on_message = None  # callback(topic: str, payload: bytes, retained: bool), or async
-        self.on_disconnect = None  # callback(reason: str), or async; once per connection
+        # callback(topic: str, payload: bytes, retained: bool), or async
+        self.on_message = None  # type: Any
+        # callback(reason: str), or async; once per connection
+        self.on_disconnect = None  # type: Any
         self.session_present = False  # from the last CONNACK
         # sent/received count PUBLISH packets (a QoS1 one is sent once acked); drops counts
         # received messages discarded because the inbox was full or the link went down;
