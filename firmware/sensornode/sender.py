@@ -5,7 +5,7 @@
 import asyncio
 
 from sensornode import protocol
-from sensornode.net.mqtt import MQTTError
+from sensornode.net.mqtt import MQTTError, MQTTTimeout
 
 TELEMETRY = 1  # outbox record kinds
 EVENT = 2
@@ -13,6 +13,7 @@ MAX_BATCH = 20
 MAX_BATCH_BYTES = 4096
 PUBLISH_TIMEOUT_MS = 10000
 _RETRY_S = 0.5
+_DELIVERY_WAIT_MS = 5000
 
 
 class Sender:
@@ -23,6 +24,7 @@ class Sender:
         self._log = log
         self._wake = asyncio.Event()
         self.sent = 0
+        self.retransmit_drops = 0
 
     def wake(self):
         self._wake.set()
@@ -51,8 +53,16 @@ class Sender:
             kind, count, payload = message
             try:
                 await client.publish(
-                    self._topics[kind], payload, qos=1, timeout_ms=PUBLISH_TIMEOUT_MS
+                    self._topics[kind],
+                    payload,
+                    qos=1,
+                    timeout_ms=PUBLISH_TIMEOUT_MS,
+                    keep_on_timeout=True,
                 )
+            except MQTTTimeout as exc:
+                if exc.delivery is None or not await self._retransmit(client, exc.delivery):
+                    await asyncio.sleep(_RETRY_S)  # still in the outbox: sent again
+                    continue
             except (MQTTError, OSError) as exc:
                 # Still in the outbox: sent again once the link is back.
                 self._log("publish not confirmed:", exc)
@@ -60,3 +70,16 @@ class Sender:
                 continue
             self._outbox.ack(count)
             self.sent += count
+
+    async def _retransmit(self, client, delivery):
+        """No PUBACK in time on a link that looks alive: MQTT 3.1.1 resends only after a
+        reconnect, so drop the link; the client resends the message with DUP as soon as the
+        link is back. True once the broker has it, False if the client gave it up."""
+        self._log("no PUBACK within %d ms: reconnecting to resend" % PUBLISH_TIMEOUT_MS)
+        self.retransmit_drops += 1
+        await client.drop("no PUBACK")
+        while True:
+            try:
+                return await delivery.wait(_DELIVERY_WAIT_MS)
+            except MQTTTimeout:
+                continue  # the link is still down; the client keeps the message

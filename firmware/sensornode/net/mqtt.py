@@ -175,6 +175,12 @@ class MQTTClient:
             return  # the link failed while saying goodbye; that was reported already
         await self._drop("client disconnected", abort=False)
 
+    async def drop(self, reason):
+        """Close the link without DISCONNECT, as a failure would (the broker publishes our
+        will); kept publishes are resent with DUP after the next connect()."""
+        if self._connected:
+            await self._drop(reason)
+
     async def _handshake(self):
         self._reader, self._writer = await link.open_stream(self.host, self.port, self.ssl,
                                                             self.server_hostname)
