@@ -36,6 +36,11 @@ unit: setup-test
 hil: setup-test
 	$(BIN)/python -m pytest hil_tests $(PYTEST_ARGS)
 
+# Long fault soaks: 200 power cuts of a reporting node (make test runs 10).
+soak: setup-test
+	NT_POWER_CUTS=200 $(BIN)/python -m pytest hil_tests/test_resilience.py -k power_cuts \
+		-o timeout=1800 $(PYTEST_ARGS)
+
 bench: setup-test
 	$(BIN)/python bench/run.py
 

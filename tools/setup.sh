@@ -34,6 +34,8 @@ fi
 if [ "$MODE" = test ]; then
     # Tests start their own broker on a free port; the binary is all they need.
     command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
+    # TLS tests make a throwaway CA and broker certificate with the openssl command.
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
     EXTRA=dev
 else
     EXTRA=emulator

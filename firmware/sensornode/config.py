@@ -17,6 +17,8 @@ DEFAULTS = {
         "username": "",
         "password": "",
         "keepalive_s": 30,
+        # TLS when set: the CA certificate file (PEM or DER) on the node's flash.
+        "ca_file": "",
     },
     "report_interval_s": 10,
     "soil": {"dry_raw": 50000, "wet_raw": 24000},
@@ -132,6 +134,7 @@ def validate(given):
     _check_int(errors, cfg, "broker.port", 1, 65535)
     _check_text(errors, cfg, "broker.username")
     _check_text(errors, cfg, "broker.password")
+    _check_text(errors, cfg, "broker.ca_file")
     _check_int(errors, cfg, "broker.keepalive_s", 5, 600)
     _check_int(errors, cfg, "report_interval_s", 1, 86400)
     _check_int(errors, cfg, "soil.dry_raw", 0, 65535)

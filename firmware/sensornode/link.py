@@ -29,6 +29,7 @@ class Link:
             keepalive_s=broker["keepalive_s"],
             clean_session=False,
             will=(self.topic_status, protocol.encode_status(False), 1, True),
+            ssl={"cafile": broker["ca_file"]} if broker["ca_file"] else None,
         )
         self.client.on_message = on_message
         self.client.on_disconnect = self._lost
