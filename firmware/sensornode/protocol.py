@@ -3,12 +3,26 @@
 # ends are tested against (under CPython and under the micropython interpreter).
 import json
 
+from sensornode.wirefields import PROTOCOL_VERSION as PROTOCOL_VERSION  # part of the API
+from sensornode.wirefields import ProtocolError as ProtocolError  # part of this module's API
+from sensornode.wirefields import (
+    bool_field,
+    choice_field,
+    dump,
+    field,
+    int_field,
+    is_number,
+    load,
+    optional_text,
+    str_field,
+    timestamp,
+)
+
 try:
     from typing import Any
 except ImportError:
     pass
 
-PROTOCOL_VERSION = 1
 TOPIC_ROOT = "nt"
 
 # Per-node topics under nt/<site>/<node>/
@@ -56,10 +70,6 @@ MAX_DIFFUSE_S = 3600
 DIFFUSER_CHANNELS = 4
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
 _MAX_NAME = 32
-
-
-class ProtocolError(ValueError):
-    """A payload or topic that does not follow the protocol; the message names the field."""
 
 
 def valid_name(name: object) -> bool:
@@ -113,98 +123,6 @@ def parse_topic(topic: str) -> tuple[str, str, str]:
     return site, node, parts[3]
 
 
-# ---- field checks -------------------------------------------------------------------------
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    """A JSON number we can store: not bool, not NaN or infinite, not an absurdly long int."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return -1e300 <= value <= 1e300  # False for NaN too
-
-
-def _field(obj: "dict[str, Any]", where: str, key: str) -> "Any":
-    if key not in obj:
-        raise ProtocolError("%s.%s: missing" % (where, key))
-    return obj[key]
-
-
-def _int_field(obj: "dict[str, Any]", where: str, key: str, low: int, high: int) -> int:
-    value = _field(obj, where, key)
-    if not _is_int(value) or not low <= value <= high:
-        raise ProtocolError(
-            "%s.%s: must be an integer in %d..%d, got %r" % (where, key, low, high, value)
-        )
-    return int(value)
-
-
-def _timestamp(obj: "dict[str, Any]", where: str) -> float:
-    value = _field(obj, where, "ts")
-    # 2001-09-09 .. 2286: rules out seconds-since-2000 clocks that were never set.
-    if not _is_number(value) or not 1e9 <= value < 1e10:
-        raise ProtocolError("%s.ts: must be Unix time in seconds, got %r" % (where, value))
-    return float(value)
-
-
-def _str_field(obj: "dict[str, Any]", where: str, key: str, max_len: int = 64) -> str:
-    value = _field(obj, where, key)
-    if not isinstance(value, str) or not 0 < len(value) <= max_len:
-        raise ProtocolError(
-            "%s.%s: must be a text of 1-%d characters, got %r" % (where, key, max_len, value)
-        )
-    return value
-
-
-def _choice_field(obj: "dict[str, Any]", where: str, key: str, allowed: "tuple[str, ...]") -> str:
-    value = _field(obj, where, key)
-    if value not in allowed:
-        raise ProtocolError(
-            "%s.%s: must be one of %s, got %r" % (where, key, ", ".join(allowed), value)
-        )
-    return str(value)
-
-
-def _bool_field(obj: "dict[str, Any]", where: str, key: str) -> bool:
-    value = _field(obj, where, key)
-    if not isinstance(value, bool):
-        raise ProtocolError("%s.%s: must be true or false, got %r" % (where, key, value))
-    return value
-
-
-def _optional_text(obj: "dict[str, Any]", where: str, key: str) -> str:
-    value = obj.get(key, "")
-    if not isinstance(value, str):
-        raise ProtocolError("%s.%s: must be text, got %r" % (where, key, value))
-    return value
-
-
-def _load(payload: "bytes | str", where: str) -> "dict[str, Any]":
-    try:
-        text = payload.decode() if isinstance(payload, bytes) else payload
-        obj = json.loads(text)
-    # Hostile nesting: RecursionError (a RuntimeError) on CPython, MemoryError on MicroPython.
-    except (ValueError, UnicodeError, RuntimeError, MemoryError) as exc:
-        raise ProtocolError("%s: not JSON (%s)" % (where, exc)) from None
-    if not isinstance(obj, dict):
-        raise ProtocolError("%s: must be a JSON object" % where)
-    version = obj.get("v")
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError(
-            "%s.v: protocol version %r is not supported (expected %d)"
-            % (where, version, PROTOCOL_VERSION)
-        )
-    return obj
-
-
-def _dump(obj: "dict[str, Any]") -> bytes:
-    obj["v"] = PROTOCOL_VERSION
-    return json.dumps(obj, separators=(",", ":")).encode()  # compact: every byte is airtime
-
-
 # ---- status (retained birth message and last will) ---------------------------------------
 
 
@@ -218,8 +136,8 @@ def encode_status(
     ts: float = 0.0,
 ) -> bytes:
     if not online:
-        return _dump({"online": False})
-    return _dump(
+        return dump({"online": False})
+    return dump(
         {
             "online": True,
             "role": role,
@@ -233,18 +151,18 @@ def encode_status(
 
 
 def decode_status(payload: "bytes | str") -> "dict[str, Any]":
-    obj = _load(payload, "status")
-    if not _bool_field(obj, "status", "online"):
+    obj = load(payload, "status")
+    if not bool_field(obj, "status", "online"):
         return {"online": False}
-    role = _choice_field(obj, "status", "role", ROLES)
+    role = choice_field(obj, "status", "role", ROLES)
     return {
         "online": True,
         "role": role,
-        "fw": _str_field(obj, "status", "fw", 32),
-        "board": _str_field(obj, "status", "board", 32),
-        "uptime_s": _int_field(obj, "status", "uptime_s", 0, 2**31),
-        "seq_next": _int_field(obj, "status", "seq_next", 0, 2**53),
-        "ts": _timestamp(obj, "status"),
+        "fw": str_field(obj, "status", "fw", 32),
+        "board": str_field(obj, "status", "board", 32),
+        "uptime_s": int_field(obj, "status", "uptime_s", 0, 2**31),
+        "seq_next": int_field(obj, "status", "seq_next", 0, 2**53),
+        "ts": timestamp(obj, "status"),
     }
 
 
@@ -253,7 +171,7 @@ def decode_status(payload: "bytes | str") -> "dict[str, Any]":
 
 def encode_telemetry(batch: "list[dict[str, Any]]") -> bytes:
     """batch: [{"seq": int, "ts": float, "values": {quantity: number}}, ...]"""
-    return _dump({"batch": batch})
+    return dump({"batch": batch})
 
 
 def encode_entry(seq: int, ts: float, values: "dict[str, float]") -> bytes:
@@ -296,7 +214,7 @@ def _decode_values(values: object, where: str) -> "dict[str, float]":
                 "%s.values.%s: unknown quantity (known: %s)"
                 % (where, name, ", ".join(sorted(QUANTITIES)))
             )
-        if not _is_number(value):
+        if not is_number(value):
             raise ProtocolError(
                 "%s.values.%s: must be a finite number, got %r" % (where, name, value)
             )
@@ -306,8 +224,8 @@ def _decode_values(values: object, where: str) -> "dict[str, float]":
 
 def decode_telemetry(payload: "bytes | str") -> "list[dict[str, Any]]":
     """The batch as [{"seq", "ts", "values"}]; one bad entry refuses the whole payload."""
-    obj = _load(payload, "telemetry")
-    batch = _field(obj, "telemetry", "batch")
+    obj = load(payload, "telemetry")
+    batch = field(obj, "telemetry", "batch")
     if not isinstance(batch, list) or not batch:
         raise ProtocolError("telemetry.batch: must be a non-empty list")
     out = []
@@ -317,9 +235,9 @@ def decode_telemetry(payload: "bytes | str") -> "list[dict[str, Any]]":
             raise ProtocolError("%s: must be an object" % where)
         out.append(
             {
-                "seq": _int_field(entry, where, "seq", 0, 2**53),
-                "ts": _timestamp(entry, where),
-                "values": _decode_values(_field(entry, where, "values"), where),
+                "seq": int_field(entry, where, "seq", 0, 2**53),
+                "ts": timestamp(entry, where),
+                "values": _decode_values(field(entry, where, "values"), where),
             }
         )
     return out
@@ -334,19 +252,19 @@ def encode_event(seq: int, ts: float, kind: str, name: str, state: str, detail: 
     obj = {"seq": seq, "ts": ts, "kind": kind, "name": name, "state": state}
     if detail:
         obj["detail"] = detail
-    return _dump(obj)
+    return dump(obj)
 
 
 def decode_event(payload: "bytes | str") -> "dict[str, Any]":
-    obj = _load(payload, "event")
-    kind = _choice_field(obj, "event", "kind", EVENT_KINDS)
-    detail = _optional_text(obj, "event", "detail")
+    obj = load(payload, "event")
+    kind = choice_field(obj, "event", "kind", EVENT_KINDS)
+    detail = optional_text(obj, "event", "detail")
     return {
-        "seq": _int_field(obj, "event", "seq", 0, 2**53),
-        "ts": _timestamp(obj, "event"),
+        "seq": int_field(obj, "event", "seq", 0, 2**53),
+        "ts": timestamp(obj, "event"),
         "kind": kind,
-        "name": _str_field(obj, "event", "name", 32),
-        "state": _str_field(obj, "event", "state", 32),
+        "name": str_field(obj, "event", "name", 32),
+        "state": str_field(obj, "event", "state", 32),
         "detail": detail,
     }
 
@@ -355,24 +273,24 @@ def decode_event(payload: "bytes | str") -> "dict[str, Any]":
 
 
 def encode_command(cmd_id: str, action: str, params: "dict[str, Any]", ts: float) -> bytes:
-    return _dump({"id": cmd_id, "action": action, "params": params, "ts": ts})
+    return dump({"id": cmd_id, "action": action, "params": params, "ts": ts})
 
 
 def decode_command(payload: "bytes | str") -> "dict[str, Any]":
-    obj = _load(payload, "cmd")
-    cmd_id = _str_field(obj, "cmd", "id", 40)
-    action = _choice_field(obj, "cmd", "action", ACTIONS)
-    params = _field(obj, "cmd", "params")
+    obj = load(payload, "cmd")
+    cmd_id = str_field(obj, "cmd", "id", 40)
+    action = choice_field(obj, "cmd", "action", ACTIONS)
+    params = field(obj, "cmd", "params")
     if not isinstance(params, dict):
         raise ProtocolError("cmd.params: must be an object")
     checked = {}
     if action == "irrigate":
-        checked["seconds"] = _int_field(params, "cmd.params", "seconds", 1, MAX_IRRIGATE_S)
+        checked["seconds"] = int_field(params, "cmd.params", "seconds", 1, MAX_IRRIGATE_S)
     elif action == "diffuse":
-        checked["channel"] = _int_field(params, "cmd.params", "channel", 1, DIFFUSER_CHANNELS)
-        checked["duty_pct"] = _int_field(params, "cmd.params", "duty_pct", 0, 100)
-        checked["seconds"] = _int_field(params, "cmd.params", "seconds", 1, MAX_DIFFUSE_S)
-    return {"id": cmd_id, "action": action, "params": checked, "ts": _timestamp(obj, "cmd")}
+        checked["channel"] = int_field(params, "cmd.params", "channel", 1, DIFFUSER_CHANNELS)
+        checked["duty_pct"] = int_field(params, "cmd.params", "duty_pct", 0, 100)
+        checked["seconds"] = int_field(params, "cmd.params", "seconds", 1, MAX_DIFFUSE_S)
+    return {"id": cmd_id, "action": action, "params": checked, "ts": timestamp(obj, "cmd")}
 
 
 ACK_RESULTS = ("started", "done", "refused", "error")
@@ -382,19 +300,19 @@ def encode_ack(cmd_id: str, ok: bool, result: str, ts: float, detail: str = "") 
     obj = {"id": cmd_id, "ok": ok, "result": result, "ts": ts}
     if detail:
         obj["detail"] = detail
-    return _dump(obj)
+    return dump(obj)
 
 
 def decode_ack(payload: "bytes | str") -> "dict[str, Any]":
-    obj = _load(payload, "ack")
-    ok = _bool_field(obj, "ack", "ok")
-    result = _choice_field(obj, "ack", "result", ACK_RESULTS)
-    detail = _optional_text(obj, "ack", "detail")
+    obj = load(payload, "ack")
+    ok = bool_field(obj, "ack", "ok")
+    result = choice_field(obj, "ack", "result", ACK_RESULTS)
+    detail = optional_text(obj, "ack", "detail")
     return {
-        "id": _str_field(obj, "ack", "id", 40),
+        "id": str_field(obj, "ack", "id", 40),
         "ok": ok,
         "result": result,
-        "ts": _timestamp(obj, "ack"),
+        "ts": timestamp(obj, "ack"),
         "detail": detail,
     }
 
@@ -407,7 +325,7 @@ MAX_TIME_INTERVAL_S = 86400
 def encode_time(ts: float, interval_s: float) -> bytes:
     """ts: the gateway's Unix time in seconds (sent to the millisecond); interval_s: how often
     the gateway sends it."""
-    return _dump({"ts": round(ts, 3), "interval_s": interval_s})
+    return dump({"ts": round(ts, 3), "interval_s": interval_s})
 
 
 def decode_time(payload: "bytes | str") -> "dict[str, Any]":
@@ -415,10 +333,10 @@ def decode_time(payload: "bytes | str") -> "dict[str, Any]":
 
     Nodes use ts_ms: it is read from the number's digits, exact on every port, while a
     single-precision float (the ESP32 and RP2 ports) holds 1.8e9 s only to about +-64 s."""
-    obj = _load(payload, "time")
-    ts = _timestamp(obj, "time")
-    interval = _field(obj, "time", "interval_s")
-    if not _is_number(interval) or not 0 < interval <= MAX_TIME_INTERVAL_S:
+    obj = load(payload, "time")
+    ts = timestamp(obj, "time")
+    interval = field(obj, "time", "interval_s")
+    if not is_number(interval) or not 0 < interval <= MAX_TIME_INTERVAL_S:
         raise ProtocolError(
             "time.interval_s: must be a number of seconds above 0 and at most %d, got %r"
             % (MAX_TIME_INTERVAL_S, interval)
