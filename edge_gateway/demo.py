@@ -112,12 +112,20 @@ def latest_by_node(db: Path) -> dict[str, dict[str, float]]:
     return latest
 
 
+def _shown(values: dict[str, float], quantity: str, unit: str) -> str:
+    value = values.get(quantity)
+    return f"{value:5.1f} {unit}" if value is not None else f"  -- {unit}"
+
+
 def format_line(node: str, values: dict[str, float]) -> str:
-    moisture = values.get("soil_moisture")
     pump = "ON " if values.get("pump") else "off"
-    shown = f"{moisture:5.1f} %" if moisture is not None else "   -- "
     stored = int(values.get("readings", 0))
-    return f"  {node:8s} soil moisture {shown}  pump {pump}  stored readings {stored}"
+    return (
+        f"  {node:8s} soil moisture {_shown(values, 'soil_moisture', '%')}  "
+        f"soil {_shown(values, 'soil_temperature', 'C')}  "
+        f"air {_shown(values, 'air_temperature', 'C')} {_shown(values, 'air_humidity', '%RH')}"
+        f"  pump {pump}  stored readings {stored}"
+    )
 
 
 def stop_all(procs: list[tuple[str, subprocess.Popen[Any]]], nodes: list[EmulatedNode]) -> None:
