@@ -1,10 +1,10 @@
 """`make bench`: every figure on its own line as `BENCH <name> <value> <unit>`, taken against a
 baseline measured in the same run, and collected in build/bench.json.
 
-    .venv/bin/python bench/run.py [--messages N] [--rounds R] [--cycles K]
+    .venv/bin/python bench/run.py [--messages N] [--rounds R] [--cycles K] [--outage-cycles O]
 
 No figure is asserted against a threshold: compare runs (build/bench.json), not absolutes.
-Everything runs on loopback against a private mosquitto on a free port; every process started
+Everything runs on loopback against private mosquittos on free ports; every process started
 here is stopped by PID, every wait is bounded, and the whole run has a hard time limit.
 """
 
@@ -93,7 +93,7 @@ def bench_ingest(report: Report, broker: Mosquitto, workdir: Path, n: int, round
          f"{', '.join(f'{r:.3f}' for r in ratios)} (spread {max(ratios) - min(ratios):.3f})")
 
 
-def bench_firmware(report: Report, broker: Mosquitto, workdir: Path, cycles: int) -> None:
+def bench_firmware(report: Report, workdir: Path, cycles: int, outage_cycles: int) -> None:
     mpy_dir = workdir / "mpy"
     compiled_sha = firmware.source_fingerprint(REPO / "firmware")
     if compiled_sha != report.env["firmware_sha"]:
@@ -103,60 +103,27 @@ def bench_firmware(report: Report, broker: Mosquitto, workdir: Path, cycles: int
     summary = firmware.compile_firmware(mpy_dir)
     firmware.compile_harness(mpy_dir)
     report.details["mpy_compile"] = summary
+    report.env["garden_heapsize"] = firmware.HEAPSIZE
+    note(f"garden node: .mpy build on the micropython unix port, -X heapsize="
+         f"{firmware.HEAPSIZE}, report interval 1 s, its own mosquitto (stopped for the "
+         "outages)")
     modules: list[str] | None = None
-    heap_error: BenchError | None = None
+    garden_error: BenchError | None = None
+    # A broker of its own: the outages stop it.
+    broker = Mosquitto(workdir / "mosquitto")
     try:
-        heap = firmware.run_garden_heap(workdir / "heap", mpy_dir, broker.host, broker.port,
-                                        cycles=cycles, warmup=2, timeout_s=30)
+        try:
+            broker.start()
+        except AssertionError as exc:  # testkit's wait_for: not accepting in time
+            raise BenchError(f"the garden node's mosquitto did not start: {exc}") from exc
+        garden = firmware.run_garden(workdir / "garden", mpy_dir, broker, cycles=cycles,
+                                     outage_cycles=outage_cycles, warmup=2, timeout_s=30)
+        modules = [str(m) for m in garden.raw["modules"]]
+        report_garden(report, garden)
     except BenchError as exc:
-        heap_error = exc
-    else:
-        modules = [str(m) for m in heap.raw["modules"]]
-        report.details["garden_heap"] = heap.raw
-        net_peak = heap.peak_total_bytes - heap.baseline_bytes
-        report.add(Figure(
-            "heap_peak_garden_kb", net_peak / KIB, "KiB", 1,
-            "highest live heap (gc.collect(); gc.mem_alloc()) over the checkpoints (app "
-            "started, window start and end) minus the same run's baseline of interpreter + "
-            f"harness + emulated board; peak at '{heap.peak_at}'; 64-bit port"))
-        report.add(Figure(
-            "heap_peak_garden_total_kb", heap.peak_total_bytes / KIB, "KiB", 1,
-            "the same peak for the whole process, emulated board included"))
-        report.add(Figure(
-            "heap_baseline_emulated_board_kb", heap.baseline_bytes / KIB, "KiB", 1,
-            "baseline: live heap of interpreter + harness + emulated board, no firmware"))
-        report.add(Figure(
-            "heap_app_started_garden_kb", (heap.app_started_bytes - heap.baseline_bytes) / KIB,
-            "KiB", 1,
-            "live heap once main's imports are done (from .mpy) and the node is built, net of "
-            "the baseline"))
-        report.add(Figure(
-            "alloc_per_cycle_garden_bytes", heap.alloc_per_cycle_bytes, "bytes", 0,
-            f"bytes allocated per report cycle (gc.mem_alloc() growth with GC disabled over "
-            f"{heap.cycles} report intervals of 1 s, online and idle-aligned), minus what the "
-            "emulated hardware's Python code allocated (C on an MCU)"))
-        report.add(Figure(
-            "alloc_per_cycle_emulated_hw_bytes", heap.alloc_per_cycle_hw_bytes, "bytes", 0,
-            "baseline: bytes allocated per cycle inside the emulated machine/network/onewire "
-            "calls"))
-        report.add(Figure(
-            "heap_retained_per_cycle_garden_bytes", heap.retained_per_cycle_bytes, "bytes", 0,
-            "live heap growth per cycle across the window (after gc.collect()), whole "
-            "process: the emulated board's share cannot be told apart (its RAM pin history "
-            "is emptied before each checkpoint); one-off growth shows here too"))
-        if heap.cycles < cycles:
-            note(f"garden heap: free heap ran low, measured {heap.cycles} of {cycles} cycles")
-        batches = int(heap.raw["telemetry_batches_window"]) / heap.cycles
-        note(f"garden heap: {heap.telemetry_entries_per_cycle:g} telemetry entries in "
-             f"{batches:g} publishes per cycle (how readings share a publish depends on timing, "
-             f"and each publish allocates: the main source of alloc_per_cycle's spread); "
-             f"{len(heap.raw['modules'])} firmware modules loaded")
-        note(f"garden heap: {WORD_NOTE}")
-        note("garden heap: micropython.mem_peak() is not a high-water mark on this port (GC "
-             "sweeps never subtract from it; it was "
-             f"{int(heap.raw['mem_peak_raw_bytes']) / KIB:.0f} KiB with a {heap.heapsize} heap), "
-             "so the peak is the live heap sampled at checkpoints; transient peaks inside a "
-             "cycle are not seen")
+        garden_error = exc
+    finally:
+        broker.stop()
     size = firmware.mpy_size(mpy_dir, modules)
     report.details["mpy_size"] = {"total_bytes": size.total_bytes, "files": size.files,
                                   "basis": size.basis}
@@ -164,8 +131,134 @@ def bench_firmware(report: Report, broker: Mosquitto, workdir: Path, cycles: int
         "mpy_size_garden_kb", size.total_bytes / KIB, "KiB", 1,
         f".mpy bytes of {size.basis} ({len(size.files)} files, main.mpy included although a "
         "device runs main.py as source)"))
-    if heap_error is not None:
-        raise heap_error
+    if garden_error is not None:
+        raise garden_error
+
+
+def report_garden(report: Report, g: firmware.GardenResult) -> None:
+    heap = f"-X heapsize={g.heapsize}"
+    base = g.baseline_bytes
+    r, n = g.report, g.cycles
+    sample_ms = int(g.raw["sample_ms"])
+    peak = max(g.app_started_bytes, g.window_start_bytes, r.live_max)
+    report.add(Figure(
+        "heap_peak_garden_kb", (peak - base) / KIB, "KiB", 1,
+        "highest live heap (gc.collect(); gc.mem_alloc()) while reporting - once the app has "
+        f"started, then every {sample_ms} ms over {n} report intervals - minus the same run's "
+        f"baseline of interpreter + harness + emulated board; .mpy, {heap}, 64-bit port"))
+    report.add(Figure(
+        "heap_peak_garden_total_kb", peak / KIB, "KiB", 1,
+        "the same peak for the whole process, emulated board included"))
+    report.add(Figure(
+        "heap_baseline_emulated_board_kb", base / KIB, "KiB", 1,
+        "baseline: live heap of interpreter + harness + emulated board, no firmware"))
+    report.add(Figure(
+        "heap_app_started_garden_kb", (g.app_started_bytes - base) / KIB, "KiB", 1,
+        "live heap once main's imports are done (from .mpy) and the node is built, net of "
+        "the baseline"))
+    report.add(Figure(
+        "alloc_per_cycle_garden_bytes", (r.delta("alloc") - r.delta("hw")) / n, "bytes", 0,
+        f"bytes allocated per report cycle (gc.mem_alloc() growth with GC disabled, banked at "
+        f"each of the harness's collections, over {n} report intervals of 1 s, online and "
+        "idle-aligned), minus what the emulated hardware's Python code allocated (C on an "
+        "MCU)"))
+    report.add(Figure(
+        "alloc_per_cycle_emulated_hw_bytes", r.delta("hw") / n, "bytes", 0,
+        "baseline: bytes allocated per cycle inside the emulated machine/network/onewire "
+        "calls"))
+    report.add(Figure(
+        "heap_retained_per_cycle_garden_bytes", (r.last.live - r.first.live) / n, "bytes", 0,
+        "live heap growth per report cycle across the window (after gc.collect()), whole "
+        "process: the emulated board's share cannot be told apart (its RAM pin history and "
+        "chip transaction logs are emptied before each sample); one-off growth shows here "
+        "too"))
+    report_rate = r.delta("sent") / r.seconds
+    report.add(Figure(
+        "report_records_per_s", report_rate, "records/s", 2,
+        "comparison for the drain rate: outbox records sent (PUBACKed) per second while "
+        f"reporting normally ({r.delta('sent')} in {n} intervals: what the node produces)"))
+
+    o, m = g.outage, g.cycles_in(g.outage)
+    report.add(Figure(
+        "alloc_per_cycle_offline_garden_bytes", (o.delta("alloc") - o.delta("hw")) / m,
+        "bytes", 0,
+        f"as alloc_per_cycle_garden_bytes, over {m} intervals with the broker stopped: "
+        "readings go to the flash outbox, reconnect attempts back off"))
+    report.add(Figure(
+        "heap_retained_per_cycle_offline_garden_bytes", (o.last.live - o.first.live) / m,
+        "bytes", 0,
+        f"as heap_retained_per_cycle_garden_bytes, over those {m} offline intervals (the "
+        f"outbox grew by {o.delta('pending')} records)"))
+
+    d = g.drain
+    drained = d.delta("sent")
+    if drained < 1:
+        raise BenchError(f"the drain sent no record: {d}")
+    drain_rate = drained / d.seconds
+    report.add(Figure(
+        "outbox_records_drained", drained, "records", 0,
+        f"records the node sent from its outbox after {g.cycles_in(g.offline)} s offline, "
+        "from the moment the link was up again (subscribed, birth sent) until the outbox was "
+        f"empty; {d.first.pending} were pending then"))
+    report.add(Figure(
+        "drain_records_per_s", drain_rate, "records/s", 0,
+        f"outbox_records_drained / the time that took ({d.seconds * 1000:.1f} ms, "
+        f"{d.delta('publishes')} QoS1 publishes, PUBACKed by a local mosquitto); the harness "
+        "does not collect in between"))
+    report.add(Figure(
+        "alloc_per_drained_record_bytes", (d.delta("alloc") - d.delta("hw")) / drained,
+        "bytes", 0,
+        "bytes allocated (GC disabled, as alloc_per_cycle_garden_bytes) from link up to the "
+        "outbox empty, per record sent, minus the emulated hardware's share"))
+    p = g.peak_drain
+    report.add(Figure(
+        "heap_peak_drain_garden_kb", (p.live_max - base) / KIB, "KiB", 1,
+        "highest live heap while draining, net of the baseline: a second, identical outage "
+        f"whose drain ({p.delta('sent')} records) the harness stops at every scheduler turn "
+        f"to collect and sample ({p.delta('samples')} samples; {p.seconds * 1000:.1f} ms "
+        f"instead of {d.seconds * 1000:.1f}); {heap}"))
+
+    hw_calls = d.delta("hw_calls")
+    if hw_calls:
+        note(f"garden drain: {hw_calls} emulated hardware calls during the timed drain - a "
+             "sensor read ran in it and its allocation counts as draining")
+    per_cycle = g.report_cycle_fw
+    pubs = r.delta("publishes") / n
+    offline_fw = (o.delta("alloc") - o.delta("hw")) / m
+    online_fw = (r.delta("alloc") - r.delta("hw")) / n
+    note(f"garden: {r.delta('sent') / n:g} records in {pubs:g} publishes per report cycle "
+         f"(how records share a publish depends on timing: the main source of "
+         f"alloc_per_cycle's spread, {min(per_cycle)}..{max(per_cycle)} bytes per cycle); "
+         f"sending costs {online_fw - offline_fw:.0f} bytes per cycle (online - offline), "
+         f"~{(online_fw - offline_fw) / pubs:.0f} per publish; the drain sent "
+         f"{drained / max(1, d.delta('publishes')):.1f} records per publish")
+    note(f"garden drain: {drain_rate:.0f} records/s against {report_rate:.2f} records/s "
+         f"produced; offline {g.offline.seconds:.1f} s, reconnect "
+         f"{g.offline.last.connects - g.offline.first.connects} connect(s) by the node's own "
+         f"backoff; {len(per_cycle)} report cycles, {m} offline cycles measured")
+    note(f"garden heap: {WORD_NOTE}")
+    note("garden heap: micropython.mem_peak() is not a high-water mark on this port (GC "
+         "sweeps never subtract from it; it was "
+         f"{int(g.raw['mem_peak_raw_bytes']) / KIB:.0f} KiB with a {g.heapsize} heap), so "
+         f"peaks are live heap sampled every {sample_ms} ms (every turn in the second "
+         "drain): a transient shorter than that can be missed")
+    report.details["garden"] = g.raw
+    report.details["garden_summary"] = {
+        "report_cycle_fw_bytes": per_cycle,
+        "report_publishes_per_cycle": pubs,
+        "offline_cycle_fw_bytes": offline_fw,
+        "drain_ms": round(d.seconds * 1000, 3),
+        "drain_publishes": d.delta("publishes"),
+        "drain_hw_calls": hw_calls,
+        "drain_window_fw_bytes": g.drain_window.delta("alloc") - g.drain_window.delta("hw"),
+        "drain_window_cycles": g.cycles_in(g.drain_window),
+        "peak_drain_ms": round(p.seconds * 1000, 3),
+        "peak_drain_records": p.delta("sent"),
+        "peak_drain_fw_bytes": p.delta("alloc") - p.delta("hw"),
+        "offline_s": round(g.offline.seconds, 3),
+        "peak_offline_s": round(g.peak_offline.seconds, 3),
+        "live_end_bytes": g.raw["checkpoints"][-1][1],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,16 +266,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=10000, help="messages per ingest round")
     parser.add_argument("--rounds", type=int, default=7, help="ingest rounds (median taken)")
     parser.add_argument("--cycles", type=int, default=10, help="garden report cycles measured")
+    parser.add_argument("--outage-cycles", type=int, default=12,
+                        help="garden report cycles with the broker stopped, per outage (two)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
-    if not (1 <= args.messages <= 100000 and 1 <= args.rounds <= 20 and 1 <= args.cycles <= 20):
-        parser.error("--messages 1..100000, --rounds 1..20, --cycles 1..20")
+    if not (1 <= args.messages <= 100000 and 1 <= args.rounds <= 20 and 1 <= args.cycles <= 20
+            and 2 <= args.outage_cycles <= 20):
+        parser.error("--messages 1..100000, --rounds 1..20, --cycles 1..20, "
+                     "--outage-cycles 2..20")
 
     previous = signal.signal(signal.SIGALRM, _on_alarm)
     signal.alarm(HARD_LIMIT_S)
     started = time.monotonic()
     report = Report(env=environment())
-    report.env.update(messages=args.messages, rounds=args.rounds, cycles=args.cycles)
+    report.env.update(messages=args.messages, rounds=args.rounds, cycles=args.cycles,
+                      outage_cycles=args.outage_cycles)
     load, cpus = os.getloadavg()[0], os.cpu_count() or 1
     if load > 0.5 * cpus:
         note(f"machine busy at start (load {load:.2f} on {cpus} CPUs): speed figures are "
@@ -195,8 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         benches: tuple[tuple[str, Callable[[], None]], ...] = (
             ("ingest", lambda: bench_ingest(report, broker, workdir / "ingest", args.messages,
                                             args.rounds)),
-            ("firmware", lambda: bench_firmware(report, broker, workdir / "firmware",
-                                                args.cycles)),
+            ("firmware", lambda: bench_firmware(report, workdir / "firmware", args.cycles,
+                                                args.outage_cycles)),
         )
         for name, bench in benches:
             try:
