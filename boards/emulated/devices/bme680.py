@@ -131,6 +131,8 @@ def _solve(f, target, low, high, rising):
     return low if abs(f(low) - target) <= abs(f(high) - target) else high
 
 
+LOG_MAX = 64
+
 class Device:
     NOISE = {"t": 0.5, "rh": 3.0, "hpa": 1.0, "gas": 0.1}
 
@@ -142,7 +144,7 @@ class Device:
         self.regs = bytearray(256)
         self.last_good = None  # data bytes 0x1F..0x2B of the last good frame ("stuck")
         self.reads = 0  # counts corrupted transfers ("crc")
-        self.log = []  # ("w", bytes) / ("r", register, n) transactions, for tests
+        self.log = []  # the last LOG_MAX; ("w", bytes) / ("r", register, n) transactions, for tests
         self.power_on()
 
     def power_on(self):
@@ -166,9 +168,14 @@ class Device:
             self.pending = None
             self._finish(settings)
 
+    def _remember(self, entry):
+        self.log.append(entry)
+        if len(self.log) > LOG_MAX:  # a node runs for days: keep the log bounded
+            del self.log[: LOG_MAX // 2]
+
     def i2c_write(self, data):
         self._update()
-        self.log.append(("w", bytes(data)))
+        self._remember(("w", bytes(data)))
         if not data:
             return
         self.pointer = data[0]
@@ -187,7 +194,7 @@ class Device:
     def i2c_read(self, n):
         self._update()
         start = self.pointer
-        self.log.append(("r", start, n))
+        self._remember(("r", start, n))
         out = bytearray(n)
         for i in range(n):
             out[i] = self.regs[(start + i) & 0xFF]

@@ -55,6 +55,8 @@ def _nack():
     return OSError(errno.EIO, "EIO")
 
 
+LOG_MAX = 64
+
 class Device:
     NOISE_C = 0.5
     NOISE_PCT = 3.0
@@ -69,7 +71,7 @@ class Device:
         self.busy_until = 0.0
         self.answer = None  # bytes the next read returns (None: nothing to read -> NACK)
         self.last_good = None  # last good 6-byte frame, for the "stuck" fault
-        self.log = []  # ("w", bytes) / ("r", n) transactions, for tests
+        self.log = []  # the last LOG_MAX; ("w", bytes) / ("r", n) transactions, for tests
 
     def _fault(self):
         return self.world.fault(self.name)
@@ -78,11 +80,16 @@ class Device:
         if self.world.now_s() < self.busy_until:
             raise _nack()
 
+    def _remember(self, entry):
+        self.log.append(entry)
+        if len(self.log) > LOG_MAX:  # a node runs for days: keep the log bounded
+            del self.log[: LOG_MAX // 2]
+
     def i2c_write(self, data):
         self._check_awake()
         if len(data) != 1 or data[0] not in COMMANDS:
             raise _nack()
-        self.log.append(("w", bytes(data)))
+        self._remember(("w", bytes(data)))
         duration, kind = COMMANDS[data[0]]
         self.busy_until = self.world.now_s() + duration
         if kind == "measure":
@@ -115,7 +122,7 @@ class Device:
         self._check_awake()
         if self.answer is None:
             raise _nack()
-        self.log.append(("r", n))
+        self._remember(("r", n))
         frame = self.answer
         self.answer = None
         if self._fault() == "crc":
