@@ -18,6 +18,7 @@ MODULES = (
     "sensornode/__init__.py",
     "sensornode/compat.py",
     "sensornode/protocol.py",
+    "sensornode/wirefields.py",
     "sensornode/filters.py",
     "sensornode/component.py",
     "sensornode/drivers/__init__.py",

@@ -6,7 +6,7 @@
 # deadline, and a stalled, closed or malformed link is closed and reported exactly once through
 # on_disconnect. QoS 2 is not supported (neither sent nor subscribed). The wire format (packet
 # building and parsing, pure bytes) lives in mqtt_packet, TCP/TLS streams in mqtt_link, the
-# in-flight window in mqtt_session.
+# in-flight window and the inbox in mqtt_session.
 #
 # Sessions: with clean_session=False the broker keeps our subscriptions and the messages for us
 # while we are away, and we keep our QoS1 publishes that were not acknowledged: right after the
@@ -81,10 +81,9 @@ class MQTTClient:
         self._reader = self._writer = None
         self._tasks = ()  # reader and keepalive: cancelled when the link drops
         self._side_tasks = []  # dispatcher, on_disconnect calls: referenced, never cancelled
-        self._inflight = InFlight()  # at most INFLIGHT_SLOTS requests awaiting their ack
+        self._inflight = InFlight(self.stats)  # at most INFLIGHT_SLOTS requests awaiting ack
         self._inbox = Inbox(0, self.stats)  # one per connection, closed when the link drops
-        # Made anew per connection in _start_session (CPython binds them to one event loop).
-        self._slot_free = asyncio.Event()
+        # Made anew per connection in _start_session (CPython binds it to one event loop).
         self._write_lock = asyncio.Lock()
         self._last_tx = self._last_rx = 0
         self._ping_sent_at = None
@@ -204,7 +203,8 @@ class MQTTClient:
         self._last_tx = self._last_rx = ticks_ms()
         self._ping_sent_at = None
         # Fresh primitives per connection: the previous one's waiters were all woken by _drop.
-        self._write_lock, self._slot_free = asyncio.Lock(), asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._inflight.new_connection()
         self._inbox = Inbox(self.INBOX_SIZE, self.stats)
         self._tasks = [asyncio.create_task(self._read_loop(self._reader))]
         if self.keepalive_s:
@@ -225,12 +225,8 @@ class MQTTClient:
             if task is not current:
                 task.cancel()
         self._tasks = ()
-        lost = MQTTConnectionError("connection lost: " + reason)
-        for entry in self._inflight.entries():
-            if entry.ack_type != wire.PUBACK or self.clean_session:
-                self._settle(entry, lost)
-            # else the session keeps it: resent after the next connect
-        self._slot_free.set()
+        self._inflight.link_lost(MQTTConnectionError("connection lost: " + reason),
+                                 keep_publishes=not self.clean_session)
         # The dispatcher finishes its current message, then exits; the rest are lost (QoS1
         # ones were not acked, so a persistent session gets them again after a reconnect).
         self._inbox.close()
@@ -275,11 +271,8 @@ class MQTTClient:
     async def _request(self, ack_type, ack_name, deadline, build_packet, keep=False):
         """Send the packet build_packet(packet_id) makes; return the body of its ack."""
         self._check_connected()
-        while len(self._inflight) >= self.INFLIGHT_SLOTS:
-            self._slot_free.clear()
-            await link.wait_until(self._slot_free.wait(), deadline, "a free in-flight slot")
-            self._check_connected()
-        entry = self._inflight.add(ack_type)
+        entry = await self._inflight.add(ack_type, self.INFLIGHT_SLOTS, deadline,
+                                         self._check_connected)
         entry.packet = build_packet(entry.packet_id)
         # A persistent session owns its QoS1 publishes: a failed send is not the end of one, it
         # goes out again after the next connect, and its caller may still get the PUBACK.
@@ -300,24 +293,11 @@ class MQTTClient:
                     exc.delivery = entry
                 raise
         finally:
-            if not entry.kept and self._inflight.remove(entry):
-                self._slot_free.set()  # withdrawn: its caller gave up
+            if not entry.kept:
+                self._inflight.withdraw(entry)  # its caller gave up (a no-op once settled)
         if isinstance(entry.result, MQTTError):
             raise entry.result
         return entry.result
-
-    def _settle(self, entry, result):
-        """End a request with its ack's body or an MQTTError, and free its slot."""
-        if not self._inflight.remove(entry):
-            return
-        entry.result = result
-        entry.done.set()
-        self._slot_free.set()
-        if isinstance(result, MQTTError):
-            if entry.kept:
-                self.stats["abandoned"] += 1
-        elif entry.ack_type == wire.PUBACK:
-            self.stats["sent"] += 1
 
     async def _read_loop(self, reader):
         # No timeout on the read itself: the keepalive task bounds how long the link may stay
@@ -339,25 +319,13 @@ class MQTTClient:
 
     def _handle_packet(self, first, body):
         if first & 0xF0 == wire.PUBLISH:
-            self._queue_publish(first, body)
+            # The reader never waits on the application (a handler awaiting a PUBACK would
+            # deadlock): overflow is dropped, unacked, so a persistent session redelivers it.
+            self._inbox.receive(first, body)
         elif first in (wire.PUBACK, wire.SUBACK):
-            entry = self._inflight.get(wire.parse_ack(first, body))
-            if entry is None:
-                return  # withdrawn (its caller timed out) or settled already: nothing to do
-            if entry.ack_type != first:
-                raise MQTTProtocolError("ack type 0x%02x for a packet awaiting 0x%02x"
-                                        % (first, entry.ack_type))
-            self._settle(entry, body)
+            self._inflight.ack(first, body)
         elif first != wire.PINGRESP or body:
             raise MQTTProtocolError("unexpected packet type 0x%02x (%d bytes)" % (first, len(body)))
-
-    def _queue_publish(self, first, body):
-        topic, payload_start, retained, packet_id = wire.publish_header(first, body)
-        self.stats["received"] += 1
-        # The reader never waits on the application (a handler awaiting a PUBACK would
-        # deadlock): overflow is dropped, unacked, so a persistent session redelivers it.
-        if self._inbox.accepts():
-            self._inbox.put((topic, body[payload_start:], retained, packet_id))
 
     async def _dispatch_loop(self, inbox):
         while True:

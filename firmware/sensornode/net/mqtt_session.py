@@ -1,11 +1,21 @@
-# The MQTT client's session state: the requests awaiting their ack (the in-flight window) and
-# the inbox of received messages waiting for the application. With clean_session=False the
-# in-flight QoS1 publishes outlive the connection, so the client can send them again (DUP flag,
-# same packet id) after a reconnect. All bounded: the client never adds an in-flight entry while
-# INFLIGHT_SLOTS are taken (each holds only its own packet), and the inbox has a fixed size.
+# The MQTT client's session state: the requests awaiting their ack (the in-flight window: slots,
+# settling each request with its ack or an error, what a lost link ends) and the inbox of
+# received messages waiting for the application. With clean_session=False the in-flight QoS1
+# publishes outlive the connection, so the client can send them again (DUP flag, same packet id)
+# after a reconnect. All bounded: no in-flight entry is added while INFLIGHT_SLOTS are taken
+# (each holds only its own packet), and the inbox has a fixed size.
 import asyncio
 
-from sensornode.net.mqtt_packet import DUP, PUBACK, MQTTError, MQTTTimeout
+from sensornode.net.mqtt_link import wait_until
+from sensornode.net.mqtt_packet import (
+    DUP,
+    PUBACK,
+    MQTTError,
+    MQTTProtocolError,
+    MQTTTimeout,
+    parse_ack,
+    publish_header,
+)
 
 
 class Delivery:
@@ -50,17 +60,31 @@ class Delivery:
 
 
 class InFlight:
-    """Deliveries by packet id. Ids run 1..65535 in turn and skip those still in flight."""
+    """Deliveries by packet id. Ids run 1..65535 in turn and skip those still in flight. Counts
+    in the client's stats: "sent" (a QoS1 publish acked) and "abandoned" (a kept one given up)."""
 
-    def __init__(self):
+    def __init__(self, stats):
         self._entries = {}
         self._next_id = 0
         self._order = 0
+        self._stats = stats
+        self._slot_free = asyncio.Event()
 
     def __len__(self):
         return len(self._entries)
 
-    def add(self, ack_type):
+    def new_connection(self):
+        """A fresh event for waiters on a slot (CPython binds one to an event loop); those of the
+        previous connection were all woken when it was lost."""
+        self._slot_free = asyncio.Event()
+
+    async def add(self, ack_type, slots, deadline, check_connected):
+        """A new entry once fewer than `slots` are in flight: waiting ends at the ticks_ms()
+        deadline (MQTTTimeout), check_connected() runs after each wait."""
+        while len(self._entries) >= slots:
+            self._slot_free.clear()
+            await wait_until(self._slot_free.wait(), deadline, "a free in-flight slot")
+            check_connected()
         while True:  # ends: the client keeps far fewer than 65535 entries
             self._next_id = self._next_id % 0xFFFF + 1  # 0 is not a valid packet id
             if self._next_id not in self._entries:
@@ -69,18 +93,48 @@ class InFlight:
         entry = self._entries[self._next_id] = Delivery(ack_type, self._next_id, self._order)
         return entry
 
-    def get(self, packet_id):
-        return self._entries.get(packet_id)
+    def ack(self, first, body):
+        """Settle the request a PUBACK or SUBACK answers; MQTTProtocolError for the wrong type."""
+        entry = self._entries.get(parse_ack(first, body))
+        if entry is None:
+            return  # withdrawn (its caller timed out) or settled already: nothing to do
+        if entry.ack_type != first:
+            raise MQTTProtocolError("ack type 0x%02x for a packet awaiting 0x%02x"
+                                    % (first, entry.ack_type))
+        self._settle(entry, body)
 
-    def remove(self, entry):
+    def _settle(self, entry, result):
+        """End a request with its ack's body or an MQTTError, and free its slot."""
+        if not self._remove(entry):
+            return
+        entry.result = result
+        entry.done.set()
+        self._slot_free.set()
+        if isinstance(result, MQTTError):
+            if entry.kept:
+                self._stats["abandoned"] += 1
+        elif entry.ack_type == PUBACK:
+            self._stats["sent"] += 1
+
+    def withdraw(self, entry):
+        """Its caller gave up on entry: out of the window (if still in it), never resent."""
+        if self._remove(entry):
+            self._slot_free.set()
+
+    def link_lost(self, error, keep_publishes):
+        """Settle every request with error, except the QoS1 publishes if keep_publishes (a
+        persistent session resends them after the next connect); wake every waiter for a slot."""
+        for entry in list(self._entries.values()):
+            if entry.ack_type != PUBACK or not keep_publishes:
+                self._settle(entry, error)
+        self._slot_free.set()
+
+    def _remove(self, entry):
         """Take entry out of the window; False if it was not (or no longer) in it."""
         if self._entries.get(entry.packet_id) is not entry:
             return False
         del self._entries[entry.packet_id]
         return True
-
-    def entries(self):
-        return list(self._entries.values())
 
     def publishes(self):
         """The QoS1 publishes in flight, oldest first: the order they are resent in."""
@@ -104,8 +158,9 @@ class InFlight:
 
 class Inbox:
     """Received messages waiting for on_message, for one connection: at most `size` of them.
-    What does not fit, and what is left when close() ends the connection's inbox, is counted in
-    stats["drops"] (unacknowledged, so a persistent session gets QoS1 ones again)."""
+    Each is counted in stats["received"]; what does not fit, and what is left when close() ends
+    the connection's inbox, in stats["drops"] (unacknowledged, so a persistent session gets QoS1
+    ones again)."""
 
     def __init__(self, size, stats):
         self._items = []
@@ -114,16 +169,15 @@ class Inbox:
         self._ready = asyncio.Event()
         self.open = True
 
-    def accepts(self):
-        """True if put() would keep a message; counts the drop if not."""
+    def receive(self, first, body):
+        """Keep a PUBLISH from the broker as (topic, payload, retained, packet_id) if it fits."""
+        topic, payload_start, retained, packet_id = publish_header(first, body)
+        self._stats["received"] += 1
         if self.open and len(self._items) < self._size:
-            return True
-        self._stats["drops"] += 1
-        return False
-
-    def put(self, item):
-        self._items.append(item)
-        self._ready.set()
+            self._items.append((topic, body[payload_start:], retained, packet_id))
+            self._ready.set()
+        else:
+            self._stats["drops"] += 1
 
     async def get(self):
         """The oldest message; None once closed."""

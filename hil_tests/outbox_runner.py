@@ -1,0 +1,78 @@
+"""Running outbox scripts under the real MicroPython interpreter, for the hil outbox tests:
+COMMON (the prelude every script starts with: imports, check(), sample records), the firmware
+from source or compiled to .mpy (MODULES), and run_script()."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from hil_tests.target import micropython_binary
+
+REPO = Path(__file__).resolve().parent.parent
+MODULES = ("sensornode/__init__.py", "sensornode/outbox.py", "sensornode/outbox_segment.py")
+
+COMMON = r"""
+import binascii
+import gc
+import os
+import sys
+
+from sensornode.outbox import Outbox
+from sensornode.outbox_segment import HEADER, crc32_sw
+
+FAILS = []
+
+
+def check(name, ok, got=None):
+    if not ok:
+        FAILS.append(name)
+        print("FAIL", name, got)
+
+
+def body(seq, n=20):
+    return bytes([(seq * 7 + i) % 256 for i in range(n)])
+
+
+def rm_tree(d):
+    for name in os.listdir(d):
+        os.remove(d + "/" + name)
+    os.rmdir(d)
+
+
+def write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+ALL = (100000, 10000000)
+"""
+
+
+def compile_modules(target: Path) -> None:
+    mpy_cross = Path(micropython_binary()).parent / "mpy-cross"
+    for module in MODULES:
+        out = (target / module).with_suffix(".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([str(mpy_cross), str(REPO / "firmware" / module), "-o", str(out)],
+                       check=True)
+
+
+def firmware_path(build: str, tmp_path: Path) -> Path:
+    if build == "source":
+        return REPO / "firmware"
+    compile_modules(tmp_path / "mpy")
+    return tmp_path / "mpy"
+
+
+def run_script(script: str, cwd: Path, firmware: Path, *args: str,
+               heap: str | None = None, timeout: float = 120) -> str:
+    (cwd / "script.py").write_text(script)
+    cmd = [micropython_binary(), *(["-X", f"heapsize={heap}"] if heap else []), "script.py"]
+    result = subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True,
+                            env=dict(os.environ, MICROPYPATH=f"{firmware}:.frozen"),
+                            timeout=timeout, check=False)
+    output = result.stdout + result.stderr  # MicroPython prints tracebacks to stdout
+    assert result.returncode == 0, output
+    return output
