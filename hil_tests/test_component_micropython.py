@@ -11,23 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hil_tests.target import micropython_binary
+from hil_tests.target import compiled_firmware, micropython_binary
 
 REPO = Path(__file__).resolve().parent.parent
-MODULES = (
-    "sensornode/__init__.py",
-    "sensornode/compat.py",
-    "sensornode/protocol.py",
-    "sensornode/wirefields.py",
-    "sensornode/filters.py",
-    "sensornode/component.py",
-    "sensornode/drivers/__init__.py",
-    "sensornode/drivers/errors.py",
-    "sensornode/drivers/mq135.py",
-    "sensornode/drivers/float_switch.py",
-    "sensornode/drivers/diffuser.py",
-    "sensornode/drivers/status_led.py",
-)
 
 SCRIPT = r"""
 import asyncio
@@ -189,21 +175,11 @@ print("RESULT failures=%d" % failures)
 """
 
 
-def compile_modules(target: Path) -> None:
-    mpy_cross = Path(micropython_binary()).parent / "mpy-cross"
-    for module in MODULES:
-        out = (target / module).with_suffix(".mpy")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([str(mpy_cross), str(REPO / "firmware" / module), "-o", str(out)],
-                       check=True, timeout=60)
-
-
 @pytest.mark.parametrize("build", ["source", "mpy"])
 def test_component_and_drivers_under_micropython(build: str, tmp_path: Path) -> None:
     firmware = REPO / "firmware"
     if build == "mpy":
-        firmware = tmp_path / "mpy"
-        compile_modules(firmware)
+        firmware = compiled_firmware()
     script = tmp_path / "scenario.py"
     script.write_text(SCRIPT)
     env = dict(os.environ, MICROPYPATH=f"{firmware}:{REPO}/boards/emulated:.frozen")

@@ -15,7 +15,7 @@ from pathlib import Path
 import paho.mqtt.publish as paho_publish
 import pytest
 
-from hil_tests.target import micropython_binary
+from hil_tests.target import compiled_firmware, micropython_binary
 from testkit.mosquitto import Mosquitto, free_port
 from testkit.procs import stop_process, wait_for
 from testkit.proxy import FaultProxy
@@ -23,15 +23,6 @@ from testkit.tls import make_certificates
 from testkit.watch import Watcher
 
 REPO = Path(__file__).resolve().parent.parent
-CLIENT_MODULES = (
-    "sensornode/__init__.py",
-    "sensornode/compat.py",
-    "sensornode/net/__init__.py",
-    "sensornode/net/mqtt.py",
-    "sensornode/net/mqtt_link.py",
-    "sensornode/net/mqtt_packet.py",
-    "sensornode/net/mqtt_session.py",
-)
 
 NODE_SCRIPT = r"""
 import asyncio
@@ -183,27 +174,12 @@ def watcher(mosquitto: Mosquitto) -> Iterator[Watcher]:
     watching.close()
 
 
-def compile_client(target: Path) -> None:
-    """The .mpy build we ship: mpy-cross output for every module the client imports."""
-    mpy_cross = Path(micropython_binary()).parent / "mpy-cross"
-    for module in CLIENT_MODULES:
-        out = (target / module).with_suffix(".mpy")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [str(mpy_cross), str(REPO / "firmware" / module), "-o", str(out)],
-            check=True,
-            timeout=30,
-            capture_output=True,
-        )
-
-
 @pytest.mark.parametrize("build", ["py", "mpy"])
 def test_command_ack_roundtrip_under_micropython(
     tmp_path: Path, mosquitto: Mosquitto, watcher: Watcher, build: str
 ) -> None:
     if build == "mpy":
-        compile_client(tmp_path / "lib")
-        micropypath = f"{tmp_path / 'lib'}:.frozen"
+        micropypath = f"{compiled_firmware()}:.frozen"
     else:
         micropypath = f"{REPO / 'firmware'}:.frozen"
     node = Node(tmp_path, micropypath, mosquitto, "roundtrip")
