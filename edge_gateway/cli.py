@@ -62,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
                           metavar="S", help="seconds to wait for the ack (default %(default)g)")
     irrigate.set_defaults(handler=_irrigate)
 
+    diffuse = commands.add_parser("diffuse", help="run a drone's flavor diffuser and wait for "
+                                                   "the ack (duty 0 switches it off)")
+    diffuse.add_argument("node", metavar="NODE")
+    diffuse.add_argument("channel", metavar="CHANNEL", type=_whole_number,
+                         help="diffuser channel, 1-4")
+    diffuse.add_argument("duty", metavar="DUTY_PCT", type=_whole_number,
+                         help="PWM duty in %%, 0-100 (the node caps it)")
+    diffuse.add_argument("seconds", metavar="SECONDS", type=_seconds_argument)
+    _add_broker_options(diffuse)
+    diffuse.add_argument("--timeout", type=_timeout_argument, default=DEFAULT_TIMEOUT_S,
+                         help="seconds to wait for the node's ack")
+    diffuse.set_defaults(handler=_diffuse)
+
     # The demo's own options are defined by edge_gateway.demo, imported only when it runs.
     demo = commands.add_parser("demo", help="run the demo: broker, gateway and emulated nodes "
                                "(`neoterra demo --help` for its options)", add_help=False)
@@ -89,6 +102,12 @@ def _add_db_option(parser: argparse.ArgumentParser) -> None:
 def _seconds_argument(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds")
+    return int(text)
+
+
+def _whole_number(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
     return int(text)
 
 
@@ -221,18 +240,29 @@ def _age(then: float | None, now: float) -> str:
 
 
 def _irrigate(args: argparse.Namespace) -> int:
+    return _command(args, "irrigate", {"seconds": args.seconds}, f"irrigate {args.seconds} s")
+
+
+def _diffuse(args: argparse.Namespace) -> int:
+    params = {"channel": args.channel, "duty_pct": args.duty, "seconds": args.seconds}
+    return _command(args, "diffuse", params,
+                    f"diffuse channel {args.channel} at {args.duty} % for {args.seconds} s")
+
+
+def _command(args: argparse.Namespace, action: str, params: dict[str, int],
+             description: str) -> int:
+    """Send one command, wait for the ack, print it; exit 1 when refused."""
     broker = settings.broker_setting(args.broker)
     site = settings.site_setting(args.site)
     username, password = _credentials(args)
-    ack = send_command(broker.host, broker.port, site, args.node, "irrigate",
-                       {"seconds": args.seconds}, args.timeout, username=username,
-                       password=password)
+    ack = send_command(broker.host, broker.port, site, args.node, action, params,
+                       args.timeout, username=username, password=password)
     detail = f": {ack['detail']}" if ack["detail"] else ""
     if not ack["ok"]:
-        print(f"node {args.node} refused irrigate {args.seconds} s ({ack['result']}){detail}",
+        print(f"node {args.node} refused {description} ({ack['result']}){detail}",
               file=sys.stderr)
         return EXIT_FAILURE
-    print(f"node {args.node}: irrigate {args.seconds} s {ack['result']}{detail}")
+    print(f"node {args.node}: {description} {ack['result']}{detail}")
     return EXIT_OK
 
 

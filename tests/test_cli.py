@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,6 +94,40 @@ def test_irrigate_prints_the_ack(mosquitto: Mosquitto, tmp_path: Path, script: S
         node.close()
     assert result.returncode == code
     assert expected in (result.stdout if code == 0 else result.stderr)
+
+
+def test_diffuse_sends_channel_duty_and_seconds_and_prints_the_ack(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    seen: list[dict[str, object]] = []
+
+    def answer(cmd: dict[str, Any]) -> list[tuple[str, bool, str, str]]:
+        seen.append(cmd)
+        return [(cmd["id"], True, "started", "diffuser_2 on for 30 s")]
+
+    node = ScriptedNode(mosquitto, "drone-1", answer)
+    try:
+        result = neoterra("diffuse", "drone-1", "2", "60", "30",
+                          "--broker", f"127.0.0.1:{mosquitto.port}", cwd=tmp_path)
+    finally:
+        node.close()
+    assert result.returncode == 0, result.stderr
+    assert "node drone-1: diffuse channel 2 at 60 % for 30 s started" in result.stdout
+    assert [c["action"] for c in seen] == ["diffuse"]
+    assert seen[0]["params"] == {"channel": 2, "duty_pct": 60, "seconds": 30}
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (["9", "50", "10"], "cmd.params.channel: must be an integer in 1..4"),
+    (["1", "150", "10"], "cmd.params.duty_pct: must be an integer in 0..100"),
+    (["one", "50", "10"], "argument CHANNEL"),
+])
+def test_bad_diffuse_arguments_are_usage_errors(tmp_path: Path, args: list[str],
+                                                names: str) -> None:
+    result = neoterra("diffuse", "drone-1", *args, "--broker", f"127.0.0.1:{free_port()}",
+                      cwd=tmp_path)
+    assert result.returncode == 2
+    assert names in result.stderr
 
 
 def test_irrigate_timeout_exits_1_with_a_hint(mosquitto: Mosquitto, tmp_path: Path) -> None:
