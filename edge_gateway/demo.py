@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from edge_gateway.emulator import EmulatedNode
 from edge_gateway.netutil import free_port, wait_port
 from edge_gateway.procutil import stop_process
 from edge_gateway.settings import SettingsError, broker_setting
+from edge_gateway.store import Store
 
 DEMO_SITE = "demo"
 # Three beds that start at different moisture and dry at different speeds, so the readings
@@ -89,25 +89,15 @@ def start_gateway(host: str, port: int, db: Path, log_path: Path) -> subprocess.
 
 
 def latest_by_node(db: Path) -> dict[str, dict[str, float]]:
-    """The newest value of each quantity per node, read straight from the gateway's store."""
+    """The newest value of each quantity per node, and how many readings the gateway stored."""
     if not db.exists():
-        return {}
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
-    try:
-        rows = conn.execute(
-            "SELECT r.node, r.quantity, r.value FROM readings r JOIN ("
-            " SELECT node, quantity, MAX(seq) AS seq FROM readings GROUP BY node, quantity"
-            ") m ON r.node = m.node AND r.quantity = m.quantity AND r.seq = m.seq"
-        ).fetchall()
-        counts = dict(conn.execute("SELECT node, COUNT(DISTINCT seq) FROM readings GROUP BY node"))
-    except sqlite3.OperationalError:
-        return {}  # the gateway has not created the schema yet
-    finally:
-        conn.close()
+        return {}  # the gateway has not created its store yet
     latest: dict[str, dict[str, float]] = {}
-    for node, quantity, value in rows:
-        latest.setdefault(node, {})[quantity] = value
-    for node, count in counts.items():
+    with Store(db) as store:
+        for reading in store.latest_readings():
+            latest.setdefault(reading.node, {})[reading.quantity] = reading.value
+        counts = store.query("SELECT node, COUNT(DISTINCT seq) FROM readings GROUP BY node")
+    for node, count in counts:
         latest.setdefault(node, {})["readings"] = count
     return latest
 
