@@ -33,15 +33,6 @@ def _role_class(role):
     return GardenRole
 
 
-def _ensure_dir(path):
-    try:
-        import os
-
-        os.mkdir(path)
-    except OSError:
-        pass  # exists
-
-
 class Node:
     def __init__(self, cfg, board, sequence=None, client_factory=MQTTClient, root=""):
         # root: where the node's files live ("" = the flash root, the cwd on the unix port)
@@ -55,7 +46,6 @@ class Node:
         self.topic_ack = protocol.node_topic(site, node, protocol.ACK)
         self.topic_time = protocol.site_topic(site, protocol.TIME)
         self.clock = Clock(boot=self.seq.first, path=root + CLOCK_FILE)
-        _ensure_dir(root + OUTBOX_DIR)
         self.outbox = outbox = Outbox(root + OUTBOX_DIR, max_bytes=cfg["outbox"]["max_bytes"])
         self._reported_drops = outbox.dropped
         self.link = Link(cfg, board, self._on_message, self._link_up, log, client_factory)
