@@ -216,7 +216,9 @@ def drain_gateway(host: str, port: int, db: Path, expected_rows: int, n: int) ->
     stats = gateway.stats
     if counts["readings"] != expected_rows or counts["dead_letters"]:
         raise BenchError(f"store after the drain: {counts}, expected {expected_rows} readings")
-    if stats.messages < n or stats.readings_duplicate or stats.dead_letters:
+    # A redelivered message (QoS1: committed, but the session ended before its PUBACK went out)
+    # is stored once and counted as duplicate readings; that is the protocol working.
+    if stats.messages < n or stats.dead_letters:
         raise BenchError(f"gateway stats after the drain: {stats}")
     return elapsed
 
