@@ -32,8 +32,16 @@ class GatewayProcess:
     def start(self) -> None:
         with self.log_path.open("a") as log:
             self.proc = subprocess.Popen(
-                neoterra("gateway", "run", "--broker", f"{self.broker.host}:{self.broker.port}",
-                         "--site", SITE, "--db", str(self.db)),
+                neoterra(
+                    "gateway",
+                    "run",
+                    "--broker",
+                    f"{self.broker.host}:{self.broker.port}",
+                    "--site",
+                    SITE,
+                    "--db",
+                    str(self.db),
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

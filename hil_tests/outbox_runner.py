@@ -4,11 +4,9 @@ from source or from the firmware's mpy-cross build, and run_script()."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
-from hil_tests.target import compiled_firmware, micropython_binary
+from hil_tests.target import compiled_firmware, run_micropython
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,13 +53,15 @@ def firmware_path(build: str, tmp_path: Path) -> Path:
     return compiled_firmware()
 
 
-def run_script(script: str, cwd: Path, firmware: Path, *args: str,
-               heap: str | None = None, timeout: float = 120) -> str:
+def run_script(
+    script: str,
+    cwd: Path,
+    firmware: Path,
+    *args: str,
+    heap: str | None = None,
+    timeout: float = 120,
+) -> str:
     (cwd / "script.py").write_text(script)
-    cmd = [micropython_binary(), *(["-X", f"heapsize={heap}"] if heap else []), "script.py"]
-    result = subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True,
-                            env=dict(os.environ, MICROPYPATH=f"{firmware}:.frozen"),
-                            timeout=timeout, check=False)
-    output = result.stdout + result.stderr  # MicroPython prints tracebacks to stdout
-    assert result.returncode == 0, output
-    return output
+    return run_micropython(
+        cwd / "script.py", *args, path=[firmware], cwd=cwd, heap=heap, timeout=timeout
+    )

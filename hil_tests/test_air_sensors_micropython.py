@@ -5,11 +5,9 @@ and the asyncio read()."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
-from hil_tests.target import micropython_binary
+from hil_tests.target import run_micropython
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -159,18 +157,7 @@ print("PASSED %d FAILED %d" % (results.count(True), results.count(False)))
 def test_air_sensor_drivers_under_micropython(tmp_path: Path) -> None:
     script = tmp_path / "air_sensors.py"
     script.write_text(SCRIPT)
-    path = f"{REPO}/firmware:{REPO}/boards/emulated:{REPO}:.frozen"
-    result = subprocess.run(
-        [micropython_binary(), str(script)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, MICROPYPATH=path),
-        timeout=60,
-        check=False,
-    )
-    # MicroPython prints uncaught tracebacks to stdout, so show both streams on failure.
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    output = run_micropython(script, path=[REPO / "firmware", REPO / "boards/emulated", REPO])
     last = output.strip().splitlines()[-1]
     assert last.startswith("PASSED ") and last.endswith(" FAILED 0"), output
     assert int(last.split()[1]) >= 27, output

@@ -5,13 +5,11 @@ a fault, a debounced tank switch following the world."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from hil_tests.target import compiled_firmware, micropython_binary
+from hil_tests.target import compiled_firmware, run_micropython
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -182,13 +180,7 @@ def test_component_and_drivers_under_micropython(build: str, tmp_path: Path) -> 
         firmware = compiled_firmware()
     script = tmp_path / "scenario.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, MICROPYPATH=f"{firmware}:{REPO}/boards/emulated:.frozen")
-    env.pop("NT_EMU_DIR", None)
-    result = subprocess.run([micropython_binary(), str(script)], capture_output=True, text=True,
-                            env=env, cwd=tmp_path, timeout=60, check=False)
-    # MicroPython prints uncaught tracebacks to stdout, so show both streams on failure.
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    output = run_micropython(script, path=[firmware, REPO / "boards/emulated"], cwd=tmp_path)
     checks = [line for line in output.splitlines() if line.startswith("CHECK ")]
     assert len(checks) == 16, output
     assert all(line.endswith(" ok") for line in checks), output

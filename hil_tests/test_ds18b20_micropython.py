@@ -6,11 +6,9 @@ and prints one JSON line of results."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
-from hil_tests.target import micropython_binary
+from hil_tests.target import run_micropython
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -90,27 +88,43 @@ print(json.dumps(out))
 def test_ds18b20_driver_and_model_under_micropython(tmp_path: Path) -> None:
     script = tmp_path / "ds18b20_check.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, MICROPYPATH=f"{REPO}/boards/emulated:{REPO}/firmware:.frozen")
-    result = subprocess.run([micropython_binary(), str(script)], capture_output=True, text=True,
-                            env=env, timeout=60, check=False, cwd=tmp_path)
-    output = result.stdout + result.stderr  # MicroPython prints tracebacks to stdout
-    assert result.returncode == 0, output
+    output = run_micropython(
+        script, path=[REPO / "boards/emulated", REPO / "firmware"], cwd=tmp_path
+    )
     out = json.loads(output.strip().splitlines()[-1])
     assert out["crc"] == [0xA2, 0x1C, 0]
-    assert out["encode"] == [0x07D0, 0x0550, 0x0191, 0x00A2, 0x0008, 0x0000, 0xFFF8, 0xFF5E,
-                             0xFE6F, 0xFC90]
-    assert out["decode"] == [125.0, 85.0, 25.0625, 10.125, 0.5, 0.0, -0.5, -10.125, -25.0625,
-                             -55.0]
+    assert out["encode"] == [
+        0x07D0,
+        0x0550,
+        0x0191,
+        0x00A2,
+        0x0008,
+        0x0000,
+        0xFFF8,
+        0xFF5E,
+        0xFE6F,
+        0xFC90,
+    ]
+    assert out["decode"] == [125.0, 85.0, 25.0625, 10.125, 0.5, 0.0, -0.5, -10.125, -25.0625, -55.0]
     roms = ["2801000000000029", "2802000000000070", "2803000000000047"]
     assert out["roms"] == roms == out["platform_scan"]
     assert (out["wait"], out["early"]) == (375, "NotReady")
-    assert out["values"] == {"soil_temperature": 18.0, "soil_temperature_2": 16.5,
-                             "soil_temperature_3": 20.25}
+    assert out["values"] == {
+        "soil_temperature": 18.0,
+        "soil_temperature_2": 16.5,
+        "soil_temperature_3": 20.25,
+    }
     errno_eio, errno_enodev = 5, 19  # Linux values, as on the unix port
-    assert out["crc_fault"] == {"soil_temperature": 18.0, "soil_temperature_3": 20.25,
-                                "soil_temperature_2": f"CRCError {errno_eio}"}
-    assert out["absent"] == {"soil_temperature": 18.0, "soil_temperature_2": 16.5,
-                             "soil_temperature_3": f"OSError {errno_enodev}"}
+    assert out["crc_fault"] == {
+        "soil_temperature": 18.0,
+        "soil_temperature_3": 20.25,
+        "soil_temperature_2": f"CRCError {errno_eio}",
+    }
+    assert out["absent"] == {
+        "soil_temperature": 18.0,
+        "soil_temperature_2": 16.5,
+        "soil_temperature_3": f"OSError {errno_enodev}",
+    }
     # p1 stuck at 18.0 while the soil warmed; p3 came back (powered up, reconfigured).
     assert out["stuck"]["soil_temperature"] == 18.0
     assert out["stuck"]["soil_temperature_2"] == 23.5

@@ -135,8 +135,15 @@ class Node:
     """The script above running under micropython; all output in one file (MicroPython prints
     uncaught tracebacks to stdout)."""
 
-    def __init__(self, tmp_path: Path, micropypath: str, broker: Mosquitto, mode: str,
-                 port: int | None = None, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        micropypath: str,
+        broker: Mosquitto,
+        mode: str,
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         script = tmp_path / "node_script.py"
         script.write_text(NODE_SCRIPT)
         self.output_path = tmp_path / f"{mode}.out"
@@ -225,8 +232,9 @@ def test_unacked_publishes_are_resent_with_dup_after_reconnect_under_micropython
 ) -> None:
     with FaultProxy(mosquitto.port) as proxy:
         proxy.drop_puback()
-        node = Node(tmp_path, f"{REPO / 'firmware'}:.frozen", mosquitto, "retransmit",
-                    port=proxy.port)
+        node = Node(
+            tmp_path, f"{REPO / 'firmware'}:.frozen", mosquitto, "retransmit", port=proxy.port
+        )
         try:
             node.wait_output("PUBLISHING")
             proxy.wait_for(lambda: proxy.stats.dropped_pubacks >= 2, 10, "two dropped PUBACKs")
@@ -256,12 +264,19 @@ def test_unacked_publishes_are_resent_with_dup_after_reconnect_under_micropython
 def test_tls_with_a_ca_under_micropython(tmp_path: Path) -> None:
     certificates = make_certificates(tmp_path / "pki")
     tls_port = free_port()
-    with Mosquitto(tmp_path / "broker",
-                   extra_config=certificates.mosquitto_listener(tls_port)) as broker:
+    with Mosquitto(
+        tmp_path / "broker", extra_config=certificates.mosquitto_listener(tls_port)
+    ) as broker:
         witness = Watcher(broker, "nt/hil/#")
         try:
-            node = Node(tmp_path, f"{REPO / 'firmware'}:.frozen", broker, "tls", port=tls_port,
-                        args=(str(certificates.ca), str(certificates.other_ca)))
+            node = Node(
+                tmp_path,
+                f"{REPO / 'firmware'}:.frozen",
+                broker,
+                "tls",
+                port=tls_port,
+                args=(str(certificates.ca), str(certificates.other_ca)),
+            )
             try:
                 node.wait_output("DONE", timeout=20)
                 assert node.proc.wait(timeout=10) == 0, node.output()

@@ -10,7 +10,9 @@ import pytest
 
 from hil_tests.outbox_runner import COMMON, firmware_path, run_script
 
-BEHAVIOUR = COMMON + r"""
+BEHAVIOUR = (
+    COMMON
+    + r"""
 recs = [(1, s, body(s)) for s in range(12)]  # 38 bytes each: 5 per 200-byte segment
 ob = Outbox("t1", max_bytes=2000, segment_bytes=200, ack_every=4)
 for r in recs[:7]:
@@ -79,6 +81,7 @@ for n in (0, 1, 7, 16, 33, 300):
     check("crc %d" % n, crc32_sw(data, 7) == binascii.crc32(data, 7))
 print("DONE FAILED", len(FAILS))
 """
+)
 
 
 @pytest.mark.parametrize("build", ["source", "mpy"])
@@ -87,7 +90,9 @@ def test_outbox_behaviour_under_micropython(build: str, tmp_path: Path) -> None:
     assert output.strip().splitlines()[-1] == "DONE FAILED 0", output
 
 
-MEASURE = COMMON + r"""
+MEASURE = (
+    COMMON
+    + r"""
 import time
 
 KIND = sys.argv[1]
@@ -199,6 +204,7 @@ if flash is None:
     print("BENCH outbox_%s_alloc_per_peek_ack10 %d B" % (KIND, a3 - a2))
 print("DONE FAILED", len(FAILS))
 """
+)
 
 
 @pytest.mark.parametrize("fs", ["posix", "lfs"])
@@ -209,8 +215,11 @@ def test_throughput_heap_and_flash_writes(fs: str, tmp_path: Path) -> None:
     output = run_script(MEASURE, tmp_path, firmware_path("mpy", tmp_path), fs, heap=heap)
     print(output)
     assert output.strip().splitlines()[-1] == "DONE FAILED 0", output
-    bench = {ln.split()[1]: int(ln.split()[2].split(".")[0]) for ln in output.splitlines()
-             if ln.startswith("BENCH")}
+    bench = {
+        ln.split()[1]: int(ln.split()[2].split(".")[0])
+        for ln in output.splitlines()
+        if ln.startswith("BENCH")
+    }
     assert bench[f"outbox_{fs}_heap_full"] < 4000  # ~ per-segment bookkeeping only
     if fs == "posix":
         assert bench["outbox_posix_alloc_per_append"] < 600  # one buffer per record

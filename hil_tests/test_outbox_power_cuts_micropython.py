@@ -19,7 +19,9 @@ KILL_ROUNDS = int(os.environ.get("OUTBOX_KILL_ROUNDS", "12"))  # `make soak` may
 
 # A RAM block device that logs every program and erase, so each prefix of the log is the
 # flash as a power cut at that moment left it (and half of a program: a torn one).
-LFS = COMMON + r"""
+LFS = (
+    COMMON
+    + r"""
 BS = 512
 NBLOCKS = 128
 
@@ -123,8 +125,11 @@ for k in range(len(live.log) + 1):
 print("IMAGES", images)
 print("DONE FAILED", len(FAILS))
 """
+)
 
-WRITER = COMMON + r"""
+WRITER = (
+    COMMON
+    + r"""
 seq = int(sys.argv[1])
 ob = Outbox("outbox", max_bytes=1 << 20, segment_bytes=512, ack_every=8)
 for i in range(20000):
@@ -139,14 +144,18 @@ for i in range(20000):
             ob.ack(n)
             print("K", got[n - 1][1])
 """
+)
 
-CHECKER = COMMON + r"""
+CHECKER = (
+    COMMON
+    + r"""
 ob = Outbox("outbox", max_bytes=1 << 20, segment_bytes=512, ack_every=8)
 got = ob.peek(*ALL)
 bad = [r[1] for r in got if r != (1, r[1], body(r[1], 10 + r[1] % 40))]
 print(ob.stats["dropped"], ob.stats["torn"], ob.stats["skipped_bytes"])
 print("RESULT", bad, [r[1] for r in got])
 """
+)
 
 
 def test_power_cut_at_every_littlefs_write(tmp_path: Path) -> None:
@@ -166,9 +175,14 @@ def test_sigkill_while_appending_and_acking(tmp_path: Path) -> None:
     rnd = random.Random(int(os.environ.get("OUTBOX_KILL_SEED", "7")))
     start, acked_before = 0, 0
     for round_ in range(KILL_ROUNDS):
-        proc = subprocess.Popen([micropython_binary(), "writer.py", str(start)], cwd=tmp_path,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+        proc = subprocess.Popen(
+            [micropython_binary(), "writer.py", str(start)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert proc.stdout is not None
         target = rnd.randrange(1, 800)
         deadline = time.monotonic() + 30
@@ -185,8 +199,9 @@ def test_sigkill_while_appending_and_acking(tmp_path: Path) -> None:
         rest = proc.stdout.read()
         proc.stdout.close()
         assert len(lines) == target, "".join(lines) + rest
-        whole = [ln.split() for ln in (lines + rest.splitlines(keepends=True))
-                 if ln.endswith("\n")]  # a line cut by the kill is not a confirmation
+        whole = [
+            ln.split() for ln in (lines + rest.splitlines(keepends=True)) if ln.endswith("\n")
+        ]  # a line cut by the kill is not a confirmation
         assert all(w[0] in "APK" and len(w) == 2 for w in whole), whole
         appended = [int(w[1]) for w in whole if w[0] == "A"]
         acked = [int(w[1]) for w in whole if w[0] == "K"]
@@ -195,13 +210,22 @@ def test_sigkill_while_appending_and_acking(tmp_path: Path) -> None:
         last_k = acked[-1] if acked else acked_before - 1
         last_p = max(in_flight[-1] if in_flight else -1, last_k)
 
-        check = subprocess.run([micropython_binary(), "checker.py"], cwd=tmp_path, env=env,
-                               capture_output=True, text=True, timeout=30, check=False)
+        check = subprocess.run(
+            [micropython_binary(), "checker.py"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         out = check.stdout + check.stderr
         assert check.returncode == 0 and "RESULT" in out, out
         dropped, torn, skipped = map(int, out.splitlines()[0].split())
-        bad, seqs = (json.loads(part) for part in
-                     out.split("RESULT ", 1)[1].strip().replace("] [", "]|[").split("|"))
+        bad, seqs = (
+            json.loads(part)
+            for part in out.split("RESULT ", 1)[1].strip().replace("] [", "]|[").split("|")
+        )
         context = (round_, target, last_a, last_k, last_p, seqs[:3], seqs[-3:], out[:200])
         assert bad == [] and dropped == 0, context  # no corrupt record is ever returned
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) if seqs else True, context

@@ -81,29 +81,45 @@ def caught_up(db: Path, node: str, since: float) -> bool:
         return any(r.received_at > since and r.ts > since for r in store.readings(node=node))
 
 
+def node_name(node: EmulatedNode) -> str:
+    return str(node.world_config["node"])
+
+
+def wait_reporting(db: Path, node: EmulatedNode, count: int = 5) -> None:
+    name = node_name(node)
+    wait_for(
+        lambda: len(stored(db, name)) >= count,
+        timeout=30,
+        what=lambda: f"{name} reporting\n{node.log_tail()}",
+    )
+
+
+def wait_caught_up(db: Path, node: EmulatedNode, since: float, after: str) -> None:
+    """Until the gateway has a reading taken and received after `since` (2 s past the end of
+    a fault), i.e. the node's backlog is through."""
+    name = node_name(node)
+    wait_for(
+        lambda: caught_up(db, name, since + 2),
+        timeout=60,
+        what=lambda: f"{name} {after}\n{node.log_tail()}",
+    )
+
+
 def test_broker_outage_loses_and_duplicates_nothing(
     mosquitto: Mosquitto, gateway: Path, tmp_path: Path
 ) -> None:
     nodes = start_nodes(tmp_path, mosquitto, 3)
     try:
         for node in nodes:
-            wait_for(
-                lambda n=node: len(stored(gateway, n.world_config["node"])) >= 5,
-                timeout=30,
-                what=f"{node.world_config['node']} reporting\n{node.log_tail()}",
-            )
+            wait_reporting(gateway, node)
         outage_start = time.time()
         mosquitto.stop()
         time.sleep(BROKER_OUTAGE_S)
         mosquitto.start()
         outage_end = time.time()
         for node in nodes:
-            name = str(node.world_config["node"])
-            wait_for(
-                lambda n=name: caught_up(gateway, n, outage_end + 2),
-                timeout=60,
-                what=f"{name} to deliver its backlog\n{node.log_tail()}",
-            )
+            name = node_name(node)
+            wait_caught_up(gateway, node, outage_end, "to deliver its backlog")
             during = [
                 ts
                 for ts in stored(gateway, name).values()
@@ -127,23 +143,14 @@ def test_gateway_restart_mid_stream_loses_nothing(
     nodes = start_nodes(tmp_path, mosquitto, 2)
     try:
         for node in nodes:
-            wait_for(
-                lambda n=node: len(stored(db, n.world_config["node"])) >= 5,
-                timeout=30,
-                what=f"{node.world_config['node']} reporting",
-            )
+            wait_reporting(db, node)
         gateway_process.stop()
         time.sleep(GATEWAY_OUTAGE_S)
         gateway_process.start()
         back = time.time()
         for node in nodes:
-            name = str(node.world_config["node"])
-            wait_for(
-                lambda n=name: caught_up(db, n, back + 2),
-                timeout=60,
-                what=f"{name} after the gateway restart",
-            )
-            assert missing(db, name) == [], name
+            wait_caught_up(db, node, back, "after the gateway restart")
+            assert missing(db, node_name(node)) == [], node_name(node)
     finally:
         for node in nodes:
             node.stop()
@@ -157,21 +164,13 @@ def test_power_cuts_lose_at_most_the_record_being_written_and_the_gateway_says_w
     (node,) = start_nodes(tmp_path, mosquitto, 1)
     name = "n1"
     try:
-        wait_for(
-            lambda: len(stored(gateway, name)) >= 3,
-            timeout=30,
-            what=f"n1 reporting\n{node.log_tail()}",
-        )
+        wait_reporting(gateway, node, count=3)
         for _ in range(cuts):
             time.sleep(rng.uniform(0.3, 2.5))  # a cut at a random moment of the report cycle
             node.kill()
             node.start()
         back = time.time()
-        wait_for(
-            lambda: caught_up(gateway, name, back + 2),
-            timeout=60,
-            what=f"n1 after {cuts} power cuts\n{node.log_tail()}",
-        )
+        wait_caught_up(gateway, node, back, f"after {cuts} power cuts")
     finally:
         node.stop()
     with Store(gateway) as store:
@@ -201,11 +200,7 @@ def test_half_open_link_is_detected_within_one_and_a_half_keepalives_and_nothing
     with FaultProxy(mosquitto.port) as proxy:
         node = proxied_node(tmp_path, proxy, keepalive_s)
         try:
-            wait_for(
-                lambda: len(stored(gateway, "p1")) >= 5,
-                timeout=30,
-                what=f"p1 reporting\n{node.log_tail()}",
-            )
+            wait_reporting(gateway, node)
             downs_before = node.log_text().count("link down")
             proxy.blackhole()  # no FIN, no RST: the node must notice on its own
             cut_at = time.monotonic()
@@ -218,11 +213,7 @@ def test_half_open_link_is_detected_within_one_and_a_half_keepalives_and_nothing
             assert noticed_s <= keepalive_s * 1.5 + 1.0, noticed_s  # + polling of the log
             proxy.pass_through()
             back = time.time()
-            wait_for(
-                lambda: caught_up(gateway, "p1", back + 2),
-                timeout=60,
-                what=f"p1 back through the proxy\n{node.log_tail()}",
-            )
+            wait_caught_up(gateway, node, back, "back through the proxy")
         finally:
             node.stop()
     assert missing(gateway, "p1") == []
@@ -234,11 +225,7 @@ def test_lost_pubacks_are_resent_with_dup_and_stored_once(
     with FaultProxy(mosquitto.port) as proxy:
         node = proxied_node(tmp_path, proxy, keepalive_s=10)
         try:
-            wait_for(
-                lambda: len(stored(gateway, "p1")) >= 5,
-                timeout=30,
-                what=f"p1 reporting\n{node.log_tail()}",
-            )
+            wait_reporting(gateway, node)
             proxy.drop_puback(count=3)
             proxy.wait_for(
                 lambda: any(p.dup and p.topic.endswith("/telemetry") for p in proxy.publishes()),
@@ -246,11 +233,7 @@ def test_lost_pubacks_are_resent_with_dup_and_stored_once(
                 what="a telemetry PUBLISH resent with DUP",
             )
             back = time.time()
-            wait_for(
-                lambda: caught_up(gateway, "p1", back + 2),
-                timeout=60,
-                what=f"p1 after the lost PUBACKs\n{node.log_tail()}",
-            )
+            wait_caught_up(gateway, node, back, "after the lost PUBACKs")
         finally:
             node.stop()
         resent = [p for p in proxy.publishes() if p.dup]

@@ -125,13 +125,17 @@ def test_every_sensor_reports_plausible_values_that_follow_the_world(
     wait_for(
         lambda: set(latest(db, "bed-1")) >= GARDEN_QUANTITIES,
         timeout=40,
-        what=f"every garden quantity; have {sorted(latest(db, 'bed-1'))}\n{garden.log_tail()}",
+        what=lambda: (
+            f"every garden quantity; have {sorted(latest(db, 'bed-1'))}\n{garden.log_tail()}"
+        ),
     )
     # The VOC index needs 45 samples of learning before its first value.
     wait_for(
         lambda: set(latest(db, "drone-1")) >= DRONE_QUANTITIES,
         timeout=90,
-        what=f"every drone quantity; have {sorted(latest(db, 'drone-1'))}\n{drone.log_tail()}",
+        what=lambda: (
+            f"every drone quantity; have {sorted(latest(db, 'drone-1'))}\n{drone.log_tail()}"
+        ),
     )
     g, d = latest(db, "bed-1"), latest(db, "drone-1")
     assert abs(g["soil_moisture"] - 40.0) < 3, g
@@ -208,14 +212,16 @@ def test_a_fault_is_one_event_the_rest_keep_reporting_and_recovery_is_one_event(
     wait_for(
         lambda: {witness, "air_temperature"} <= set(latest(db, node_name)),
         timeout=40,
-        what=f"{node_name} reporting\n{node.log_tail()}",
+        what=lambda: f"{node_name} reporting\n{node.log_tail()}",
     )
     injected_at = time.time()
     node.wait_applied(node.set_world(faults={device: fault}), timeout=10)
     wait_for(
         lambda: fault_events(db, node_name, component) == ["warning"],
         timeout=30,
-        what=f"one fault event for {component}; events {fault_events(db, node_name, component)}",
+        what=lambda: (
+            f"one fault event for {component}; events {fault_events(db, node_name, component)}"
+        ),
     )
     # The other sensors keep reporting while this one is broken.
     wait_for(
@@ -227,6 +233,8 @@ def test_a_fault_is_one_event_the_rest_keep_reporting_and_recovery_is_one_event(
     wait_for(
         lambda: fault_events(db, node_name, component)[-1:] == ["ok"],
         timeout=60,
-        what=f"a recovery event for {component}; events {fault_events(db, node_name, component)}",
+        what=lambda: (
+            f"a recovery event for {component}; events {fault_events(db, node_name, component)}"
+        ),
     )
     assert fault_events(db, node_name, component) == ["warning", "ok"]

@@ -5,8 +5,6 @@ and the algorithm's heap footprint."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ import pytest
 from sensornode.voc_index import VocIndex
 from sensornode.voc_state import decode
 
-from hil_tests.target import micropython_binary
+from hil_tests.target import run_micropython
 from tests.test_voc_index import BLACKOUT, max_diff, run_oracle, synthetic_trace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,22 +148,10 @@ print("PASSED", passed)
 """
 
 
-def run_micropython(script: str, *args: str, tmp_path: Path) -> str:
+def run_script(script: str, *args: str, tmp_path: Path) -> str:
     path = tmp_path / "script.py"
     path.write_text(script)
-    path_env = f"{REPO}/firmware:{REPO}/boards/emulated:{REPO}:.frozen"
-    result = subprocess.run(
-        [micropython_binary(), str(path), *args],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, MICROPYPATH=path_env),
-        timeout=60,
-        check=False,
-    )
-    # MicroPython prints uncaught tracebacks to stdout, so show both streams on failure.
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    return result.stdout
+    return run_micropython(path, *args, path=[REPO / "firmware", REPO / "boards/emulated", REPO])
 
 
 @pytest.fixture(scope="module")
@@ -179,14 +165,15 @@ def micropython_run(trace: list[int], tmp_path_factory: pytest.TempPathFactory) 
     trace_file = tmp_path / "trace.txt"
     trace_file.write_text("\n".join(str(s) for s in trace) + "\n")
     state_file = tmp_path / "voc.bin"
-    out = run_micropython(ALGORITHM_SCRIPT, str(trace_file), str(state_file), tmp_path=tmp_path)
+    out = run_script(ALGORITHM_SCRIPT, str(trace_file), str(state_file), tmp_path=tmp_path)
     result = json.loads(out.strip().splitlines()[-1])
     result["state_file"] = state_file.read_bytes()
     return result
 
 
 def test_voc_index_under_micropython_gives_cpythons_numbers(
-        trace: list[int], micropython_run: Any) -> None:
+    trace: list[int], micropython_run: Any
+) -> None:
     cpython = VocIndex()
     expected = [cpython.process(s) for s in trace]
     assert micropython_run["indices"] == expected
@@ -196,8 +183,7 @@ def test_voc_index_under_micropython_gives_cpythons_numbers(
     assert micropython_run["resumed_equal"]
 
 
-def test_a_state_file_written_by_micropython_reads_back_in_cpython(
-        micropython_run: Any) -> None:
+def test_a_state_file_written_by_micropython_reads_back_in_cpython(micropython_run: Any) -> None:
     state, saved_at = decode(micropython_run["state_file"])
     assert saved_at == 1700000000.0
     assert list(state) == micropython_run["state"]  # bit for bit: struct doubles
@@ -208,15 +194,17 @@ def test_a_state_file_written_by_micropython_reads_back_in_cpython(
 
 def test_voc_index_heap_footprint(micropython_run: Any) -> None:
     # 64-bit unix port: a 32-bit MCU needs roughly half. Printed for the report / make bench.
-    print(f"\nVOC index heap: object {micropython_run['object_bytes']} B, "
-          f"after 2 h {micropython_run['steady_bytes']} B, "
-          f"{micropython_run['alloc_per_sample']:.0f} B garbage per sample")
+    print(
+        f"\nVOC index heap: object {micropython_run['object_bytes']} B, "
+        f"after 2 h {micropython_run['steady_bytes']} B, "
+        f"{micropython_run['alloc_per_sample']:.0f} B garbage per sample"
+    )
     assert micropython_run["object_bytes"] < 2048
     assert micropython_run["steady_bytes"] < 2048
     assert micropython_run["alloc_per_sample"] < 4096
 
 
 def test_sgp40_driver_under_micropython(tmp_path: Path) -> None:
-    out = run_micropython(DRIVER_SCRIPT, tmp_path=tmp_path)
+    out = run_script(DRIVER_SCRIPT, tmp_path=tmp_path)
     last = out.strip().splitlines()[-1]
     assert last.startswith("PASSED ") and int(last.split()[1]) >= 18, out

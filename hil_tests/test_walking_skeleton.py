@@ -79,7 +79,7 @@ def test_node_reports_obeys_irrigate_and_goes_offline_when_killed(
         wait_for(
             lambda: node_online(db, "bed-1") is True,
             timeout=20,
-            what=f"bed-1 online; node log:\n{node.log_text()}",
+            what=lambda: f"bed-1 online; node log:\n{node.log_text()}",
         )
         wait_for(
             lambda: {"soil_moisture", "soil_raw", "pump"} <= quantities_stored(db, "bed-1"),

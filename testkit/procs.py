@@ -14,11 +14,14 @@ __all__ = ["stop_process", "wait_for"]
 def wait_for(
     predicate: Callable[[], object],
     timeout: float,
-    what: str,
+    what: str | Callable[[], str],
     interval: float = 0.05,
     proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None = None,
 ) -> object:
-    """Poll predicate until it returns a truthy value; fail with `what` after timeout seconds."""
+    """Poll predicate until it returns a truthy value; fail with `what` after timeout seconds.
+
+    `what` may be a callable, evaluated only on failure: a description that quotes a node's
+    log then shows the log as it was when the wait gave up, not when it began."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
@@ -26,7 +29,13 @@ def wait_for(
             return result
         if proc is not None and proc.poll() is not None:
             err = proc.stderr.read() if proc.stderr else ""
-            raise AssertionError(f"process for {what} exited with {proc.returncode}: {err!r}")
+            raise AssertionError(
+                f"process for {_describe(what)} exited with {proc.returncode}: {err!r}"
+            )
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {_describe(what)}")
         time.sleep(interval)
+
+
+def _describe(what: str | Callable[[], str]) -> str:
+    return what if isinstance(what, str) else what()
