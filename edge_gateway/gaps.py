@@ -2,9 +2,12 @@
 
 Telemetry entries and events share one seq per node (docs/protocol.md, "Sequence numbers"). A
 gap is a run of seqs missing below the highest one stored, except:
-- the reboot skip: a node reserves seqs in blocks and continues at the next block after a
-  reboot, announcing it in its birth (`seq_next`); the seqs between the last one stored before
-  such a boot start and the boot start are unused, not lost;
+- the reboot skip: a node's birth announces where the boot's seqs start (`seq_next`) and,
+  when its outbox could tell, the last seq its earlier boots took (`seq_last`; usually
+  seq_next - 1). Then only seq_last+1 .. seq_next-1 are unused, and a seq absent below them is
+  lost: e.g. the record whose write a power cut interrupted, which the node counts as taken.
+  Without `seq_last` the node continued at its next reserved block of seqs, and everything
+  between the last seq stored before the boot start and the boot start counts as unused;
 - anything below the lowest seq stored for the node (from before this database knew it).
 A run is reported only once it has been missing for `settle_s` seconds or `settle_seqs` newer
 seqs, because redelivery can reorder messages; then it is logged once (WARNING), kept in the
@@ -105,11 +108,21 @@ class _Candidate:
 class _NodeSeqs:
     stored: SeqRanges = field(default_factory=SeqRanges)
     boots: list[int] = field(default_factory=list)  # boot starts (seq_next), sorted
+    boot_last: dict[int, int] = field(default_factory=dict)  # boot start -> its seq_last
     dropped: SeqRanges = field(default_factory=SeqRanges)
     reported: SeqRanges = field(default_factory=SeqRanges)  # every gap's range, open or not
     open: dict[int, Gap] = field(default_factory=dict)  # open gaps by first_seq
     open_firsts: list[int] = field(default_factory=list)  # sorted keys of `open`
     candidates: list[_Candidate] = field(default_factory=list)
+
+    def add_boot(self, seq_next: int, seq_last: int | None) -> None:
+        i = bisect_left(self.boots, seq_next)
+        if i == len(self.boots) or self.boots[i] != seq_next:
+            self.boots.insert(i, seq_next)
+        if seq_last is not None:
+            # Two boots may start at the same seq (the first one took none): the larger
+            # seq_last leaves fewer seqs unexplained, so more of them reported.
+            self.boot_last[seq_next] = max(seq_last, self.boot_last.get(seq_next, seq_last))
 
     def add_open(self, gap: Gap) -> None:
         self.open[gap.first_seq] = gap
@@ -160,10 +173,12 @@ class GapTracker:
             self._unsettled.clear()
             for node, lo, hi in self.store.query(_ISLANDS_SQL):
                 self._node(node).stored.add_range(lo, hi)
-            for node, seq_next in self.store.query(
-                    "SELECT node, seq_next FROM boots UNION"
-                    " SELECT node, seq_next FROM nodes WHERE seq_next IS NOT NULL"):
-                insort(self._node(node).boots, seq_next)
+            for node, seq_next, seq_last in self.store.query(
+                    "SELECT node, seq_next, max(seq_last) FROM ("
+                    " SELECT node, seq_next, seq_last FROM boots UNION"
+                    " SELECT node, seq_next, NULL FROM nodes WHERE seq_next IS NOT NULL)"
+                    " GROUP BY node, seq_next"):
+                self._node(node).add_boot(seq_next, seq_last)
             for event_row in self.store.query(
                     "SELECT node, seq, ts, kind, name, state, detail, received_at FROM events"
                     " WHERE kind = 'fault' AND name = 'outbox' AND state = 'dropped'"):
@@ -230,10 +245,7 @@ class GapTracker:
                     if drop is not None:
                         self._dropped(message.node, state, drop, now, inserts, deletes)
                 elif isinstance(message, Status) and message.online:
-                    boots = self._node(message.node).boots
-                    i = bisect_left(boots, message.seq_next)
-                    if i == len(boots) or boots[i] != message.seq_next:
-                        boots.insert(i, message.seq_next)
+                    self._node(message.node).add_boot(message.seq_next, message.seq_last)
             if updates or inserts:
                 self._save(inserts, updates, deletes)
 
@@ -308,12 +320,16 @@ class GapTracker:
     def _settle(self, node: str, state: _NodeSeqs, candidate: _Candidate,
                 now: float) -> list[Gap]:
         pieces = state.stored.missing(candidate.first, candidate.last)
-        # Reboot skips: from just above the last seq stored before a boot start up to it.
+        # Reboot skips: above the last seq the node took before a boot start (seq_last), or
+        # when it did not say, above the last one stored, up to the boot start.
         start = bisect_right(state.boots, candidate.first)
         end = bisect_right(state.boots, candidate.last + 1)
         for boot in state.boots[start:end]:
-            below = state.stored.below(boot)
-            pieces = _subtract(pieces, candidate.first if below is None else below + 1, boot - 1)
+            seq_last = state.boot_last.get(boot)
+            if seq_last is None:
+                below = state.stored.below(boot)
+                seq_last = candidate.first - 1 if below is None else below
+            pieces = _subtract(pieces, seq_last + 1, boot - 1)
         gaps = []
         for lo, hi in pieces:
             for a, b in state.reported.missing(lo, hi):

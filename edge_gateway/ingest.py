@@ -105,6 +105,7 @@ def _decode(site: str, topic: str, payload: bytes, received_at: float) -> Messag
             site, node, online=True, received_at=received_at, role=status["role"],
             fw=status["fw"], board=status["board"], uptime_s=status["uptime_s"],
             seq_next=status["seq_next"],
+            seq_last=status["seq_last"],
         )
     if kind == protocol.EVENT:
         event = protocol.decode_event(payload)

@@ -38,6 +38,7 @@ class Status:
     board: str = ""
     uptime_s: int = 0
     seq_next: int = 0
+    seq_last: int | None = None  # the last seq the node's earlier boots took, when it knows
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UNIQUE (node, first_seq)
         )""",
     ),
+    (
+        # The last seq the node's earlier boots took, when the birth says (seq_last): then
+        # only seq_last+1 .. seq_next-1 went unused and anything else absent below is lost.
+        "ALTER TABLE boots ADD COLUMN seq_last INTEGER",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 TABLES = ("readings", "events", "nodes", "acks", "dead_letters", "boots", "gaps")
@@ -277,8 +282,9 @@ class Store:
                 (message.node, message.site, message.role, message.fw, message.board,
                  message.seq_next, message.uptime_s, message.received_at, changed_at),
             )
-            db.execute("INSERT OR IGNORE INTO boots (node, seq_next, received_at)"
-                       " VALUES (?, ?, ?)", (message.node, message.seq_next, message.received_at))
+            db.execute("INSERT OR IGNORE INTO boots (node, seq_next, seq_last, received_at)"
+                       " VALUES (?, ?, ?, ?)",
+                       (message.node, message.seq_next, message.seq_last, message.received_at))
         else:
             # The last will is the broker speaking, not the node: last_seen stays as it was.
             db.execute(

@@ -49,9 +49,9 @@ def dropped(node: str, seq: int, first: int, last: int) -> Event:
                  f"{last - first + 1} records, seq {first}..{last}")
 
 
-def birth(node: str, seq_next: int) -> Status:
+def birth(node: str, seq_next: int, seq_last: int | None = None) -> Status:
     return Status("home", node, True, T0, role="garden", fw="0.1.0", board="emulated",
-                  uptime_s=1, seq_next=seq_next)
+                  uptime_s=1, seq_next=seq_next, seq_last=seq_last)
 
 
 class Harness:
@@ -152,6 +152,23 @@ def test_reboot_skip_announced_by_seq_next_is_no_gap(h: Harness) -> None:
     # The next boot's first two never arrive: those are lost, the skip below them is not.
     h.ingest(birth("bed-1", 128), telemetry("bed-1", 130))
     assert [(g.first_seq, g.last_seq, g.cause) for g in h.settle()] == [(128, 129, LOST)]
+
+
+def test_a_birth_with_seq_last_leaves_only_the_record_cut_by_a_power_cut(
+        h: Harness, db_path: Path) -> None:
+    h.ingest(birth("bed-1", 0), telemetry("bed-1", *range(0, 11)))
+    # Power cut while seq 11 was being written: the node took it, lost it, and says so.
+    h.ingest(birth("bed-1", 12, seq_last=11), telemetry("bed-1", 12, 13))
+    # The next cut hit between writes: nothing taken was lost.
+    h.ingest(birth("bed-1", 14, seq_last=13), telemetry("bed-1", 14))
+    assert [(g.seqs, g.cause) for g in h.settle()] == [("11", LOST)]
+    # The same after a gateway restart: seq_last comes back from the boots table.
+    h.ingest(telemetry("bed-1", 16))
+    restarted = GapTracker(Store(db_path), settle_s=SETTLE_S, clock=h.clock)
+    restarted.load()
+    h.clock.now += SETTLE_S
+    assert [g.seqs for g in restarted.check()] == ["15"]
+    assert [g.seqs for g in list_gaps(h.store)] == ["11", "15"]
 
 
 def test_previous_boot_replayed_after_the_new_one_started(h: Harness) -> None:
@@ -309,7 +326,7 @@ def test_gaps_table_and_boots_come_with_the_migration(db_path: Path) -> None:
     db.commit()
     db.close()
     with Store(db_path) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == len(MIGRATIONS)
         assert store.query("SELECT node, seq_next FROM boots") == [("bed-1", 128)]
         assert list_gaps(store) == []
 

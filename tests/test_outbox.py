@@ -4,6 +4,8 @@ test_outbox_properties.py."""
 
 from __future__ import annotations
 
+import binascii
+import struct
 from pathlib import Path
 
 import pytest
@@ -126,7 +128,8 @@ def test_acked_records_after_reboot_without_close(tmp_path: Path, acked: int) ->
         ob.peek(1, 10**6)
         ob.ack(1)
     saved = acked // 4 * 4 if acked < 20 else 20  # the last ack deletes the segment
-    assert ob.stats["ack_saves"] == min(acked // 4, 4)
+    # One save per 4 acks, and one when the outbox drains (it keeps the newest seq written).
+    assert ob.stats["ack_saves"] == min(acked // 4, 4) + (acked == 20)
     del ob  # power cut: no close()
     assert peek_all(Outbox(d, ack_every=4)) == records[saved:]
     assert saved >= acked - 3
@@ -158,7 +161,7 @@ def test_damaged_or_stale_ack_file_resends_instead_of_losing(tmp_path: Path) -> 
     peek_all(ob)
     ob.ack(2)
     ob.close()
-    assert decode_ack((d / "ack").read_bytes()) == (0, 2 * (HEADER + 20))
+    assert decode_ack((d / "ack").read_bytes()) == (0, 2 * (HEADER + 20), 1)
     data = bytearray((d / "ack").read_bytes())
     data[5] ^= 1
     (d / "ack").write_bytes(bytes(data))
@@ -167,7 +170,7 @@ def test_damaged_or_stale_ack_file_resends_instead_of_losing(tmp_path: Path) -> 
     assert peek_all(ob) == recs(0, 5)
     assert not (d / "ack.tmp").exists()
     # An ack position beyond the file (cannot happen by itself) also means: resend.
-    (d / "ack").write_bytes(encode_ack(0, 10_000))
+    (d / "ack").write_bytes(encode_ack(0, 10_000, 0))
     assert peek_all(Outbox(str(d))) == recs(0, 5)
 
 
@@ -206,3 +209,31 @@ def test_lowered_bound_applies_at_open(tmp_path: Path) -> None:
     Outbox(d, max_bytes=2000, segment_bytes=200).append_many(recs(0, 40))
     ob = Outbox(d, max_bytes=400, segment_bytes=200)
     assert peek_all(ob) == recs(30, 10) and ob.dropped == 30 and ob.dropped_last_seq == 29
+
+
+def test_a_drained_outbox_still_tells_the_newest_seq_written(tmp_path: Path) -> None:
+    d = tmp_path / "ob"
+    ob = Outbox(str(d))
+    ob.append_many(recs(40, 3))
+    peek_all(ob)
+    ob.ack(3)
+    assert not list(d.glob("*.seg"))
+    # No close(): a power cut right after the drain.
+    assert Outbox(str(d)).boot_tail() == (42, False)
+
+
+def test_pending_records_tell_the_newest_seq_written(tmp_path: Path) -> None:
+    d = tmp_path / "ob"
+    ob = Outbox(str(d), segment_bytes=200)
+    ob.append_many(recs(7, 12))  # several segments
+    peek_all(ob)
+    ob.ack(2)
+    assert Outbox(str(d), segment_bytes=200).boot_tail() == (18, False)
+    assert Outbox(str(tmp_path / "empty")).boot_tail() == (None, False)
+
+
+def test_an_ack_file_of_the_first_format_is_still_read(tmp_path: Path) -> None:
+    head = struct.pack("<2sQI", b"NA", 3, 36)
+    old = head + struct.pack("<I", binascii.crc32(head))
+    assert decode_ack(old) == (3, 36, None)
+    assert decode_ack(old[:-1] + bytes([old[-1] ^ 1])) is None

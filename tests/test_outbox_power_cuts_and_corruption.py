@@ -59,6 +59,9 @@ def test_power_cut_at_every_byte_of_the_last_write(tmp_path: Path, last_write: s
         assert peek_all(ob) == expected, cut
         torn = (cut - start) % (HEADER + 9)
         assert (ob.stats["torn"], ob.stats["skipped_bytes"]) == (int(torn > 0), torn)
+        # The next boot's seqs continue after the newest record written, and after the one
+        # the cut interrupted (taken, lost: the gateway is to report it).
+        assert ob.boot_tail() == (expected[-1][1], torn > 0), cut
         ob.append(1, 100, b"after the cut")
         assert peek_all(ob) == [*expected, (1, 100, b"after the cut")]
         again = Outbox(str(d), max_bytes=10_000, segment_bytes=2000)
@@ -85,6 +88,10 @@ def test_corrupt_byte_anywhere_hides_that_record_and_the_rest_of_its_segment(
             assert ob.pending == pos // size  # found by the boot scan
             assert peek_all(ob) == records[:pos // size], (pos, flip)
             assert ob.stats["skipped_bytes"] == len(full) - pos // size * size
+            # The records behind the bad one may have been sent: a boot must never be told
+            # to continue at or below their seqs (the gateway would drop new readings).
+            tail = ob.boot_tail()
+            assert tail is None or tail[0] + tail[1] >= records[-1][1], (pos, flip, tail)
             shutil.rmtree(d)
 
 
@@ -96,6 +103,9 @@ def test_trailing_erased_or_zeroed_bytes_are_skipped(tmp_path: Path, filler: byt
         f.write(filler * 100)
     ob = Outbox(str(d), max_bytes=10_000, segment_bytes=2000)
     assert peek_all(ob) == recs(0, 3) and ob.stats["skipped_bytes"] == 100
+    # Not a cut write (that would end with a record's start): the node cannot tell what else
+    # was there, so it does not continue its seqs from what it can read.
+    assert ob.boot_tail() is None
     ob.append(*rec(3))
     assert peek_all(Outbox(str(d), max_bytes=10_000, segment_bytes=2000)) == recs(0, 4)
 

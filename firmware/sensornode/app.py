@@ -16,6 +16,7 @@ from sensornode.timesync import Clock
 FW_VERSION = "0.3.0"
 OUTBOX_DIR = "outbox"
 CLOCK_FILE = "clock.json"
+SEQ_FILE = "seq.json"
 
 
 def log(*parts):
@@ -38,15 +39,16 @@ class Node:
         # root: where the node's files live ("" = the flash root, the cwd on the unix port)
         self.cfg = cfg
         self.board = board
-        self.seq = sequence or Sequence()
         site, node = cfg["site"], cfg["node"]
         self.topic_telemetry = protocol.node_topic(site, node, protocol.TELEMETRY)
         self.topic_event = protocol.node_topic(site, node, protocol.EVENT)
         self.topic_cmd = protocol.node_topic(site, node, protocol.CMD)
         self.topic_ack = protocol.node_topic(site, node, protocol.ACK)
         self.topic_time = protocol.site_topic(site, protocol.TIME)
-        self.clock = Clock(boot=self.seq.first, path=root + CLOCK_FILE)
         self.outbox = outbox = Outbox(root + OUTBOX_DIR, max_bytes=cfg["outbox"]["max_bytes"])
+        # The outbox says where the last boot stopped writing: seqs continue right after it.
+        self.seq = sequence or Sequence(root + SEQ_FILE, boot_tail=outbox.boot_tail())
+        self.clock = Clock(boot=self.seq.boot, path=root + CLOCK_FILE)
         self._reported_drops = outbox.dropped
         self.link = Link(cfg, board, self._on_message, self._link_up, log, client_factory)
         self.sender = Sender(outbox, self.link, self.topic_telemetry, self.topic_event, log)
@@ -191,6 +193,7 @@ class Node:
             compat.monotonic_ms() // 1000,
             self.seq.first,
             compat.unix_time(),
+            self.seq.last,
         )
         await client.publish(self.link.topic_status, birth, qos=1, retain=True)
         log("online as", self.cfg["node"])

@@ -45,8 +45,11 @@ import errno
 import os
 
 from sensornode.outbox_segment import (
+    CLEAN,
+    CUT,
     HEADER,
     MAX_SEQ,
+    classify_tail,
     encode_into,
     list_segments,
     load_ack,
@@ -77,12 +80,18 @@ class Outbox:
         self._cur = None  # the segment appends go to (the last one), or None: a new one
         self._f = None  # its open append handle
         self._next_n = 0
-        self._peeked = []  # (segment, start, end) of each record of the last peek
+        self._peeked = []  # (segment, start, end, seq) of each record of the last peek
         self._unsaved = 0  # records acked in the first segment since `ack` was written
         self._pending = 0
         self._pending_bytes = 0
         self._bytes = 0  # segment file bytes on flash
         self.dropped_last_seq = None
+        self._acked_seq = None  # seq of the last record acked
+        # What the files said at open (see boot_tail): the newest seq known to be written,
+        # and how the newest segment file ended.
+        self.written_seq = None
+        self.tail = CLEAN
+        self.tail_seq = None
         self.last_error = None
         # Counters since open (see stats).
         self.dropped = self.torn = self.skipped_bytes = 0
@@ -100,6 +109,8 @@ class Outbox:
         nums = list_segments(self.directory)
         ack = load_ack(self._ack_path)
         self._next_n = max(nums[-1] if nums else -1, ack[0] if ack else -1) + 1
+        if ack is not None:
+            self.written_seq = self._acked_seq = ack[2]
         scratch = bytearray(_SCRATCH)
         for n in nums:
             path = self._path(n)
@@ -113,9 +124,16 @@ class Outbox:
                     start = 0  # an ack file that does not fit: resend rather than skip
                 with open(path, "rb") as f:
                     end, count, last = scan(f, start, size, self.max_payload, scratch)
+                    if n == nums[-1]:
+                        self.tail, self.tail_seq = classify_tail(
+                            f, end, size, self.max_payload, scratch)
             except OSError as exc:
                 self._error(exc)
+                if n == nums[-1]:
+                    self.tail = None  # unknown
                 continue
+            if last is not None and (self.written_seq is None or last > self.written_seq):
+                self.written_seq = last
             if end < size:
                 self.torn += 1
                 self.skipped_bytes += size - end
@@ -271,7 +289,7 @@ class Outbox:
                             break
                         out.append(rec)
                         end = off + HEADER + len(rec[2])
-                        marks.append((seg, off, end))
+                        marks.append((seg, off, end, rec[1]))
                         used += len(rec[2])
                         off = end
                         good += 1
@@ -306,9 +324,10 @@ class Outbox:
             raise ValueError("outbox: ack(%r) but %d peeked" % (count, len(self._peeked)))
         done = 0
         for k in range(count):
-            seg, start, end = self._peeked[k]
+            seg, start, end, seq = self._peeked[k]
             if not self._segs or self._segs[0] is not seg or seg[_START] != start:
                 continue  # dropped (or acked) since the peek
+            self._acked_seq = seq
             seg[_START] = end
             seg[_COUNT] -= 1
             self._pending -= 1
@@ -316,6 +335,11 @@ class Outbox:
             self._unsaved += 1
             done += 1
             if seg[_COUNT] == 0:
+                if len(self._segs) == 1:
+                    # Drained: with no segment left, only the ack file can tell the next boot
+                    # the newest seq written (saved before the delete: a cut in between leaves
+                    # an ack position at the end of a file that is then removed).
+                    self._save_ack()
                 self._segs.pop(0)
                 self._delete(seg)
                 self._unsaved = 0  # the next segment starts at 0: nothing to save
@@ -329,7 +353,7 @@ class Outbox:
         # Only called with acked records in the first segment (_unsaved > 0 implies it).
         seg = self._segs[0]
         try:
-            save_ack(self._ack_path, seg[_N], seg[_START])
+            save_ack(self._ack_path, seg[_N], seg[_START], self._acked_seq)
         except OSError as exc:
             self._error(exc)  # the window of records sent again after a reboot grows
             return
@@ -364,6 +388,23 @@ class Outbox:
         self.last_error = exc
 
     # -- state ----------------------------------------------------------------------------
+
+    def boot_tail(self):
+        """What the files found at open say about the records appended before this boot:
+        (newest seq written, cut), where cut is True if the last write was cut off by a power
+        cut (its records are lost), False if it was not; None instead of the pair when that
+        cannot be told for sure (a damaged record at the end, an unreadable file, or a cut
+        record whose header names a seq that does not follow the newest written one)."""
+        written, cut_seq = self.written_seq, self.tail_seq
+        if self.tail == CLEAN:
+            return written, False
+        if self.tail != CUT:
+            return None
+        if written is None:
+            return None if cut_seq is None else (cut_seq - 1, True)
+        if cut_seq is not None and cut_seq != written + 1:
+            return None
+        return written, True
 
     @property
     def pending(self):

@@ -11,8 +11,11 @@
 #   14     4    crc     CRC-32 (zlib's) of header bytes 0..13, then of the payload
 # A segment file `<n>.seg` is records back to back, nothing else.
 #
-# Ack file `ack` = 18 bytes: magic b"NA", segment number (uint64), offset in it of the first
-# unacked record (uint32), CRC-32 of bytes 0..13. Replaced atomically (ack.tmp + rename).
+# Ack file `ack` = 26 bytes: magic b"NB", segment number (uint64), offset in it of the first
+# unacked record (uint32), seq of the last acked record (uint64), CRC-32 of bytes 0..21.
+# Replaced atomically (ack.tmp + rename). The seq lets a boot know the newest seq ever written
+# when the outbox is drained (no segment left to read it from). The first format, 18 bytes
+# with magic b"NA" and no seq, is still read (its seq is None).
 import binascii
 import os
 import struct
@@ -20,9 +23,12 @@ import struct
 HEADER = 18
 MAGIC = b"\xa7N"
 _HEAD = "<2sBBHQ"  # the 14 bytes the CRC covers first
-_ACK = "<2sQI"
-_ACK_MAGIC = b"NA"
-ACK_SIZE = 18
+_ACK = "<2sQIQ"
+_ACK_MAGIC = b"NB"
+ACK_SIZE = 26
+_ACK1 = "<2sQI"
+_ACK1_MAGIC = b"NA"
+_ACK1_SIZE = 18
 MAX_SEQ = (1 << 64) - 1
 
 
@@ -128,23 +134,72 @@ def scan(f, start, size, max_payload, scratch):
     return off, count, last_seq
 
 
-def encode_ack(segment, offset):
-    head = struct.pack(_ACK, _ACK_MAGIC, segment, offset)
+CLEAN, CUT, DAMAGED = "clean", "cut", "damaged"
+
+
+def classify_tail(f, end, size, max_payload, scratch):
+    """What follows the good records of a segment file (`end` < `size` bytes): (CUT, seq or
+    None) if it can only be one record whose write a power cut interrupted (too short for a
+    header, or a header whose record would end past the end of the file; seq from that header
+    if complete), else (DAMAGED, None): a complete but bad record, possibly with good ones
+    after it whose seqs nobody can tell. (CLEAN, None) when there is nothing after `end`."""
+    left = size - end
+    if left <= 0:
+        return CLEAN, None
+    if left < HEADER:
+        return CUT, None
+    f.seek(end)
+    view = memoryview(scratch)
+    if f.readinto(view[:HEADER]) != HEADER:
+        return DAMAGED, None
+    fields = parse_header(scratch, max_payload)
+    if fields is None or HEADER + fields[1] <= left:
+        return DAMAGED, None
+    # A bad length field can make a decayed record look cut off, with good (maybe already
+    # sent) records hidden behind it: a cut record holds no complete record inside.
+    rest = f.read(left - HEADER)
+    if _holds_a_record(rest, max_payload):
+        return DAMAGED, None
+    return CUT, fields[2]
+
+
+def _holds_a_record(data, max_payload):
+    view = memoryview(data)
+    pos = data.find(MAGIC)
+    for _ in range(len(data)):
+        if pos < 0:
+            return False
+        fields = parse_header(view[pos:pos + HEADER], max_payload)
+        if fields is not None:
+            end = pos + HEADER + fields[1]
+            if end <= len(data) and crc32(view[pos + HEADER:end],
+                                          crc32(view[pos:pos + 14])) == fields[3]:
+                return True
+        pos = data.find(MAGIC, pos + 1)
+    return False
+
+
+def encode_ack(segment, offset, seq):
+    head = struct.pack(_ACK, _ACK_MAGIC, segment, offset, seq)
     return head + struct.pack("<I", crc32(head))
 
 
 def decode_ack(data):
-    """(segment, offset) from an ack file's bytes, or None if they are not a valid one."""
-    if len(data) != ACK_SIZE:
-        return None
-    magic, segment, offset = struct.unpack_from(_ACK, data, 0)
-    if magic != _ACK_MAGIC or struct.unpack_from("<I", data, 14)[0] != crc32(data[:14]):
-        return None
-    return segment, offset
+    """(segment, offset, last acked seq or None) from an ack file's bytes, or None if they are
+    not a valid one."""
+    if len(data) == ACK_SIZE:
+        magic, segment, offset, seq = struct.unpack_from(_ACK, data, 0)
+        if magic == _ACK_MAGIC and struct.unpack_from("<I", data, 22)[0] == crc32(data[:22]):
+            return segment, offset, seq
+    elif len(data) == _ACK1_SIZE:
+        magic, segment, offset = struct.unpack_from(_ACK1, data, 0)
+        if magic == _ACK1_MAGIC and struct.unpack_from("<I", data, 14)[0] == crc32(data[:14]):
+            return segment, offset, None
+    return None
 
 
 def load_ack(path):
-    """(segment, offset) from the ack file, or None if it is missing or damaged."""
+    """(segment, offset, seq) from the ack file, or None if it is missing or damaged."""
     try:
         with open(path, "rb") as f:
             return decode_ack(f.read(ACK_SIZE + 1))
@@ -152,11 +207,11 @@ def load_ack(path):
         return None
 
 
-def save_ack(path, segment, offset):
+def save_ack(path, segment, offset, seq):
     """Replace the ack file atomically (a power cut leaves the old one or the new one)."""
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
-        f.write(encode_ack(segment, offset))
+        f.write(encode_ack(segment, offset, seq))
     os.rename(tmp, path)
 
 

@@ -134,20 +134,22 @@ def encode_status(
     uptime_s: int = 0,
     seq_next: int = 0,
     ts: float = 0.0,
+    seq_last: "int | None" = None,
 ) -> bytes:
     if not online:
         return dump({"online": False})
-    return dump(
-        {
-            "online": True,
-            "role": role,
-            "fw": fw,
-            "board": board,
-            "uptime_s": uptime_s,
-            "seq_next": seq_next,
-            "ts": ts,
-        }
-    )
+    obj = {
+        "online": True,
+        "role": role,
+        "fw": fw,
+        "board": board,
+        "uptime_s": uptime_s,
+        "seq_next": seq_next,
+        "ts": ts,
+    }
+    if seq_last is not None and 0 <= seq_last < seq_next:
+        obj["seq_last"] = seq_last
+    return dump(obj)
 
 
 def decode_status(payload: "bytes | str") -> "dict[str, Any]":
@@ -155,13 +157,21 @@ def decode_status(payload: "bytes | str") -> "dict[str, Any]":
     if not bool_field(obj, "status", "online"):
         return {"online": False}
     role = choice_field(obj, "status", "role", ROLES)
+    fw = str_field(obj, "status", "fw", 32)
+    board = str_field(obj, "status", "board", 32)
+    uptime_s = int_field(obj, "status", "uptime_s", 0, 2**31)
+    seq_next = int_field(obj, "status", "seq_next", 0, 2**53)
+    seq_last = None
+    if "seq_last" in obj:
+        seq_last = int_field(obj, "status", "seq_last", 0, seq_next - 1)
     return {
         "online": True,
         "role": role,
-        "fw": str_field(obj, "status", "fw", 32),
-        "board": str_field(obj, "status", "board", 32),
-        "uptime_s": int_field(obj, "status", "uptime_s", 0, 2**31),
-        "seq_next": int_field(obj, "status", "seq_next", 0, 2**53),
+        "fw": fw,
+        "board": board,
+        "uptime_s": uptime_s,
+        "seq_next": seq_next,
+        "seq_last": seq_last,
         "ts": timestamp(obj, "status"),
     }
 
