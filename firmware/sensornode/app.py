@@ -35,7 +35,7 @@ def _role_class(role):
 
 
 class Node:
-    def __init__(self, cfg, board, sequence=None, client_factory=MQTTClient, root=""):
+    def __init__(self, cfg, board, sequence=None, client_factory=MQTTClient, root="", clock=None):
         # root: where the node's files live ("" = the flash root, the cwd on the unix port)
         self.cfg = cfg
         self.board = board
@@ -48,13 +48,13 @@ class Node:
         self.outbox = outbox = Outbox(root + OUTBOX_DIR, max_bytes=cfg["outbox"]["max_bytes"])
         # The outbox says where the last boot stopped writing: seqs continue right after it.
         self.seq = sequence or Sequence(root + SEQ_FILE, boot_tail=outbox.boot_tail())
-        self.clock = Clock(boot=self.seq.boot, path=root + CLOCK_FILE)
+        self.clock = clock or Clock(boot=self.seq.boot, path=root + CLOCK_FILE)
         self._reported_drops = outbox.dropped
         self.link = Link(cfg, board, self._on_message, self._link_up, log, client_factory)
-        self.sender = Sender(outbox, self.link, self.topic_telemetry, self.topic_event, log)
+        self.sender = Sender(outbox, self.link, self.topic_telemetry, self.topic_event, log,
+                             self.clock, self._unstampable)
         self._command_tasks = []
         self._tasks = []
-        self.unstamped = 0
         self.led = StatusLed(board.status_led_pin(), active_low=board.status_led_active_low)
         self.sensors = SensorSet(cfg, self._report, self._fault)
         self.role = _role_class(cfg["role"])(self, board, cfg)
@@ -90,20 +90,13 @@ class Node:
             )
         self.sender.wake()
 
-    def _stamp(self):
-        stamp = self.clock.stamp()
-        if isinstance(stamp, tuple):  # Clock.pending(stamp)
-            # No gateway time yet and no plausible RTC (a cold-booted MCU): such a reading has
-            # no time to store it with, so it is skipped and counted. Keeping it with its
-            # pending stamp for the sender to resolve is the next step (see timesync).
-            self.unstamped += 1
-            return None
-        return stamp
+    def _unstampable(self, seq):
+        self._event("fault", "outbox", "dropped", "1 records, seq %d (no time known)" % seq)
 
     def _report(self, component_name, values):
-        ts = self._stamp()
-        if ts is None:
-            return
+        # Before the clock knows the time (no gateway time yet, no plausible RTC) the stamp
+        # is pending; the sender puts the Unix time in once it is known.
+        ts = self.clock.stamp()
         seq = self.seq.take()
         self._store(TELEMETRY, seq, protocol.encode_entry(seq, ts, values))
 
@@ -117,9 +110,7 @@ class Node:
         self._event("actuator", name, state, reason)
 
     def _event(self, kind, name, state, detail):
-        ts = self._stamp()
-        if ts is None:
-            ts = compat.unix_time()  # an event without a synced clock still gets reported
+        ts = self.clock.stamp()
         seq = self.seq.take()
         self._store(EVENT, seq, protocol.encode_event(seq, ts, kind, name, state, detail[:120]))
 
@@ -139,6 +130,7 @@ class Node:
                 self.clock.handle(payload)
             except protocol.ProtocolError as exc:
                 log("bad time message:", exc)
+            self.sender.wake()  # records waiting for the time can go now
             return
         if topic != self.topic_cmd:
             return

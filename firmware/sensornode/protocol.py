@@ -184,8 +184,9 @@ def encode_telemetry(batch: "list[dict[str, Any]]") -> bytes:
     return dump({"batch": batch})
 
 
-def encode_entry(seq: int, ts: float, values: "dict[str, float]") -> bytes:
-    """One telemetry entry as stored in a node's outbox until it is sent."""
+def encode_entry(seq: int, ts: "float | tuple[int, int]", values: "dict[str, float]") -> bytes:
+    """One telemetry entry as stored in a node's outbox until it is sent (ts may be a pending
+    stamp, [boot, monotonic ms], that the node's sender resolves before sending)."""
     return json.dumps({"seq": seq, "ts": ts, "values": values}, separators=(",", ":")).encode()
 
 
@@ -258,7 +259,9 @@ def decode_telemetry(payload: "bytes | str") -> "list[dict[str, Any]]":
 EVENT_KINDS = ("actuator", "fault", "boot")
 
 
-def encode_event(seq: int, ts: float, kind: str, name: str, state: str, detail: str = "") -> bytes:
+def encode_event(
+    seq: int, ts: "float | tuple[int, int]", kind: str, name: str, state: str, detail: str = ""
+) -> bytes:
     obj = {"seq": seq, "ts": ts, "kind": kind, "name": name, "state": state}
     if detail:
         obj["detail"] = detail
