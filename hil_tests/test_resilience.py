@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sensornode.outbox_segment import HEADER, parse_header
+
 from edge_gateway.emulator import EmulatedNode
 from edge_gateway.gaps import LOST, GapTracker, list_gaps
 from edge_gateway.store import Store
-from sensornode.outbox_segment import HEADER, parse_header
 from hil_tests.conftest import SITE, GatewayProcess
 from testkit.mosquitto import Mosquitto
 from testkit.procs import wait_for
