@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
+from edge_gateway.history import pruned_seqs
 from edge_gateway.seqranges import SeqRanges
 from edge_gateway.store import Event, Message, Status, Store, Telemetry
 
@@ -196,10 +197,13 @@ class GapTracker:
                         updates.append(current)
                     if current.filled_at is None:
                         state.add_open(current)
+            # Retention deletes old rows: the holes it leaves up to its floor are not losses.
+            floors = pruned_seqs(self.store)
             for node, state in self._nodes.items():
-                ranges = state.stored.ranges()
-                for (_, hi), (lo, _) in pairwise(ranges):
-                    self._notice(node, state, hi + 1, lo - 1, now)
+                floor = floors.get(node, -1)
+                for (_, hi), (lo, _) in pairwise(state.stored.ranges()):
+                    if lo - 1 > floor:
+                        self._notice(node, state, max(hi + 1, floor + 1), lo - 1, now)
             self._save([], updates)
 
     def start(self) -> None:

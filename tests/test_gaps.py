@@ -364,3 +364,20 @@ def test_format_gaps_aligns_columns() -> None:
     assert lines[1][seq_column:].startswith("5 ") and lines[2][seq_column:].startswith("100..")
     assert lines[2].endswith("filled 2h later")
     assert lines[1].split()[:4] == ["bed-1", "5", "1", "lost"]
+
+
+def test_holes_left_by_retention_are_not_reported_after_a_restart(
+        h: Harness, db_path: Path) -> None:
+    from edge_gateway.history import ensure_schema
+
+    h.ingest(telemetry("bed-1", *range(0, 10)))
+    ensure_schema(h.store)
+    # Retention deleted raw rows up to seq 5 but kept 2 (say, the newest of its quantity).
+    with h.store.transaction() as db:
+        db.execute("DELETE FROM readings WHERE node = 'bed-1' AND seq <= 5 AND seq != 2")
+        db.execute("INSERT INTO pruned_seqs (node, through_seq) VALUES ('bed-1', 5)")
+        db.execute("DELETE FROM readings WHERE node = 'bed-1' AND seq = 7")  # a real loss
+    restarted = GapTracker(Store(db_path), settle_s=SETTLE_S, clock=h.clock)
+    restarted.load()
+    h.clock.now += SETTLE_S
+    assert [g.seqs for g in restarted.check()] == ["7"]
