@@ -1,21 +1,26 @@
-"""The gateway daemon's ingest path: MQTT (paho) → protocol decode → SQLite → PUBACK.
+"""The gateway daemon's ingest path: MQTT (paho) → protocol decode → batched SQLite → PUBACK.
 
-Every delivery is acknowledged only after its transaction has committed (manual_ack), and the
-session is persistent (clean_session=False), so a crash or restart loses nothing: the broker
-redelivers what was not acknowledged, and the store's (node, seq) dedup makes that harmless.
-Payloads the protocol refuses are kept as dead letters and acknowledged, so one bad node can
-neither crash the gateway nor block its queue with endless redelivery.
+paho's network thread only decodes each delivery (edge_gateway.decoding) and queues it; the
+writer thread (edge_gateway.writer) stores batches, one transaction each, and acknowledges a
+batch's deliveries (manual_ack) only after its commit. The session is persistent
+(clean_session=False), so a crash or restart loses nothing: the broker redelivers what was not
+acknowledged, and the store's (node, seq) dedup makes that harmless. Payloads the protocol
+refuses are kept as dead letters and acknowledged, so one bad node can neither crash the
+gateway nor block its queue with endless redelivery.
+
+A delivery is acknowledged only on the connection it came on: after a reconnect the broker
+resends what was unacknowledged, possibly reusing message ids, so acknowledging an old mid on
+the new connection could acknowledge a different, not yet stored message.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -26,19 +31,20 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from sensornode import protocol
 
+from edge_gateway.decoding import Decoder, decode_message
 from edge_gateway.gaps import SETTLE_S, GapTracker
-from edge_gateway.store import (
-    Ack,
-    DeadLetter,
-    Event,
-    Message,
-    Reading,
-    Status,
-    Store,
-    Telemetry,
-    WriteResult,
-)
+from edge_gateway.pubacks import ack_all
+from edge_gateway.store import DeadLetter, Message, Status, Store, WriteResult
 from edge_gateway.timesync import DEFAULT_INTERVAL_S, TimeBroadcaster
+from edge_gateway.writer import (
+    DEFAULT_LINGER_S,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_PENDING,
+    BatchWriter,
+    Delivery,
+)
+
+__all__ = ["BrokerRefused", "Gateway", "GatewayError", "IngestStats", "decode_message"]
 
 log = logging.getLogger(__name__)
 
@@ -64,78 +70,27 @@ def default_client_id(site: str) -> str:
     return f"neoterra-gw-{site}"
 
 
-# ---- decoding: pure, never raises -----------------------------------------------------------
-
-
-def decode_message(site: str, topic: str, payload: bytes, received_at: float) -> Message:
-    """Turn one MQTT delivery into something to store; anything refused becomes a DeadLetter."""
-    try:
-        return _decode(site, topic, payload, received_at)
-    except protocol.ProtocolError as exc:
-        return DeadLetter(topic, payload, str(exc), received_at)
-    except Exception as exc:  # a decoder bug must cost one message, not the daemon
-        log.exception("decoder failed on %s", topic)
-        return DeadLetter(topic, payload, f"undecodable: {type(exc).__name__}: {exc}", received_at)
-
-
-def _decode(site: str, topic: str, payload: bytes, received_at: float) -> Message:
-    topic_site, node, kind = protocol.parse_topic(topic)
-    if topic_site != site:
-        raise protocol.ProtocolError(f"topic: site {topic_site!r} is not this gateway's {site!r}")
-    if kind == protocol.TELEMETRY:
-        readings = []
-        for i, entry in enumerate(protocol.decode_telemetry(payload)):
-            for quantity, value in entry["values"].items():
-                # The protocol decoder lets NaN/Infinity through (Python's json accepts them);
-                # they are not measurements and SQLite would turn NaN into NULL.
-                if not math.isfinite(value):
-                    raise protocol.ProtocolError(
-                        f"telemetry.batch[{i}].values.{quantity}: must be a finite number,"
-                        f" got {value!r}"
-                    )
-                readings.append(
-                    Reading(node, entry["seq"], entry["ts"], quantity, value, received_at)
-                )
-        return Telemetry(site, node, tuple(readings), received_at)
-    if kind == protocol.STATUS:
-        status = protocol.decode_status(payload)
-        if not status["online"]:
-            return Status(site, node, online=False, received_at=received_at)
-        return Status(
-            site, node, online=True, received_at=received_at, role=status["role"],
-            fw=status["fw"], board=status["board"], uptime_s=status["uptime_s"],
-            seq_next=status["seq_next"],
-            seq_last=status["seq_last"],
-        )
-    if kind == protocol.EVENT:
-        event = protocol.decode_event(payload)
-        return Event(
-            site, node, event["seq"], event["ts"], event["kind"], event["name"],
-            event["state"], event["detail"], received_at,
-        )
-    if kind == protocol.ACK:
-        ack = protocol.decode_ack(payload)
-        return Ack(
-            site, node, ack["id"], ack["ok"], ack["result"], ack["detail"], ack["ts"], received_at
-        )
-    raise protocol.ProtocolError(f"topic: the gateway does not ingest {kind!r} messages")
-
-
 # ---- the daemon ---------------------------------------------------------------------------
 
 
 @dataclass
 class IngestStats:
-    """Counters since start(); written by the MQTT thread only."""
+    """Counters since start(). Everything but the writer's own counters is counted after the
+    commit, by the writer thread."""
 
-    messages: int = 0
+    messages: int = 0  # stored (committed), dead letters included
     readings_added: int = 0
     readings_duplicate: int = 0
     seq_conflicts: int = 0
     events_added: int = 0
     acks_added: int = 0
     dead_letters: int = 0
-    store_errors: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+    store_errors: int = 0  # failed write attempts; the batch was retried
+    not_acked_reconnected: int = 0  # stored, but their connection had ended (sent again)
+    producer_waits: int = 0  # deliveries that waited for room in the writer's queue
+    pending: int = 0  # deliveries queued for the writer right now
 
 
 class Gateway:
@@ -150,6 +105,9 @@ class Gateway:
         password: str | None = None,
         time_interval_s: float = DEFAULT_INTERVAL_S,
         gap_settle_s: float = SETTLE_S,
+        batch_max: int = DEFAULT_MAX_BATCH,
+        batch_linger_s: float = DEFAULT_LINGER_S,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         self.site = protocol.check_name("site", site)
         self.broker_host = broker_host
@@ -160,11 +118,19 @@ class Gateway:
         self.password = password
         self.time_interval_s = time_interval_s
         self.gap_settle_s = gap_settle_s
-        self.stats = IngestStats()
-        self._store: Store | None = None
+        self.batch_max = batch_max
+        self.batch_linger_s = batch_linger_s
+        self.max_pending = max_pending
+        self._counts = IngestStats()
+        self._decoder = Decoder(self.site)
+        self._writer: BatchWriter | None = None
         self._time: TimeBroadcaster | None = None  # started once connected
         self._gaps: GapTracker | None = None  # with its own Store: it writes from its thread
         self._client: mqtt.Client | None = None
+        # Which connection deliveries came on: bumped on connect and disconnect, under
+        # _ack_lock so that no acknowledgement is queued for a connection that has ended.
+        self._session = 0
+        self._ack_lock = threading.Lock()
         self._subscribe_mid: int | None = None
         self._ready = threading.Event()  # connected and subscribed
         self._halt = threading.Event()  # run_forever() should return
@@ -175,20 +141,40 @@ class Gateway:
     def broker(self) -> str:
         return f"{self.broker_host}:{self.broker_port}"
 
+    @property
+    def stats(self) -> IngestStats:
+        """A snapshot of the counters since start()."""
+        counts = replace(self._counts)
+        writer = self._writer
+        if writer is not None:
+            counts.batches = writer.stats.batches
+            counts.largest_batch = writer.stats.largest_batch
+            counts.store_errors = writer.stats.store_errors
+            counts.producer_waits = writer.stats.producer_waits
+            counts.pending = writer.pending
+        return counts
+
     # ---- lifecycle ----
 
     def start(self) -> None:
         """Open the store and connect in the background; paho's thread reconnects by itself."""
         if self._client is not None:
             raise RuntimeError("gateway already started")
-        self.stats = IngestStats()
+        self._counts = IngestStats()
         self._fatal = None
         self._stopping = False
         self._halt.clear()
-        self._store = Store(self.db_path)
-        self._gaps = GapTracker(Store(self.db_path), settle_s=self.gap_settle_s)
-        self._gaps.load()
+        store = Store(self.db_path)
+        try:
+            self._gaps = GapTracker(Store(self.db_path), settle_s=self.gap_settle_s)
+            self._gaps.load()
+        except BaseException:
+            store.close()
+            raise
         self._gaps.start()
+        self._writer = BatchWriter(store, self._ack, self._committed, max_batch=self.batch_max,
+                                   linger_s=self.batch_linger_s, max_pending=self.max_pending)
+        self._writer.start()
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -217,13 +203,19 @@ class Gateway:
         client.loop_start()
 
     def stop(self) -> None:
-        """Disconnect, wait for the MQTT thread (finishing any message in hand), close the db."""
-        client, self._client = self._client, None
+        """Store and acknowledge what is queued, then disconnect, wait for the MQTT thread and
+        close the database. Deliveries arriving meanwhile are left for the next session."""
+        client = self._client
         time_sync, self._time = self._time, None
         if time_sync is not None:
             time_sync.stop()
+        self._stopping = True
+        writer = self._writer
+        if writer is not None:
+            # The acknowledgements it queues go out before the DISCONNECT queued below.
+            writer.close()
+        self._client = None
         if client is not None:
-            self._stopping = True
             client.disconnect()
             client.loop_stop()
         self._ready.clear()
@@ -231,9 +223,8 @@ class Gateway:
             self._gaps.stop()
             self._gaps.store.close()
             self._gaps = None
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        if writer is not None:
+            writer.store.close()
 
     def wait_connected(self, timeout: float) -> None:
         """Block until connected and subscribed; raise BrokerRefused or TimeoutError."""
@@ -279,6 +270,7 @@ class Gateway:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
+        self._new_session()
         if reason_code.is_failure:
             if reason_code.getName() in TRANSIENT_REFUSALS:
                 log.warning("broker %s refused the connection (%s); retrying", self.broker,
@@ -325,6 +317,7 @@ class Gateway:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason_code: ReasonCode, properties: Properties | None) -> None:
+        self._new_session()
         self._ready.clear()
         if not self._stopping and self._fatal is None:
             log.warning("lost the broker %s (%s); reconnecting", self.broker, reason_code)
@@ -335,22 +328,42 @@ class Gateway:
         self._fatal = error
         self._halt.set()
 
+    def _new_session(self) -> None:
+        with self._ack_lock:
+            self._session += 1
+
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         received_at = time.time()
         try:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = repr(msg._topic)  # brokers should refuse these; keep the evidence anyway
-        messages = [decode_message(self.site, topic, bytes(msg.payload), received_at)]
-        try:
-            result = self._write(messages)
-        except Exception:
-            # Not acknowledged: the broker redelivers it when the session resumes.
-            self.stats.store_errors += 1
-            log.exception("could not store message from %s; it stays unacknowledged", topic)
+        payload = bytes(msg.payload)
+        message = self._decoder.decode(topic, payload, received_at)
+        writer = self._writer
+        if writer is not None:
+            # Blocks while the writer's queue is full (backpressure); refused once stopping,
+            # and then not acknowledged: the broker sends it again to the next session.
+            writer.put(Delivery(message, msg.mid, msg.qos, self._session, topic, payload))
+
+    # ---- after a commit (run in the writer's thread) ----
+
+    def _ack(self, deliveries: Sequence[Delivery]) -> None:
+        client = self._client
+        if client is None:
             return
-        client.ack(msg.mid, msg.qos)
-        self.stats.messages += len(messages)
+        with self._ack_lock:  # no session change between the check and the queueing
+            session = self._session
+            mids = [d.mid for d in deliveries if d.session == session and d.qos == 1]
+            ack_all(client, mids)
+        stale = sum(1 for d in deliveries if d.session != session)
+        if stale:
+            self._counts.not_acked_reconnected += stale
+            log.info("%d stored messages arrived on an earlier connection: not acknowledged "
+                     "(the broker resends them; they are stored once)", stale)
+
+    def _committed(self, messages: list[Message], result: WriteResult) -> None:
+        self._counts.messages += len(messages)
         self._report(result, messages)
         self._track(messages)
 
@@ -365,22 +378,18 @@ class Gateway:
         except Exception:  # the data is stored and acked; gap tracking must not stop ingest
             log.exception("gap tracking failed")
 
-    def _write(self, messages: list[Message]) -> WriteResult:
-        if self._store is None:
-            raise RuntimeError("store is closed")
-        return self._store.write(messages)
-
     def _report(self, result: WriteResult, messages: list[Message]) -> None:
-        stats = self.stats
+        stats = self._counts
         stats.readings_added += result.readings_added
         stats.readings_duplicate += result.readings_duplicate
         stats.seq_conflicts += len(result.seq_conflicts)
         stats.events_added += result.events_added
         stats.acks_added += result.acks_added
         stats.dead_letters += result.dead_letters
-        for message in messages:
-            if isinstance(message, DeadLetter):
-                log.warning("dead letter on %s: %s", message.topic, message.reason)
+        if result.dead_letters:
+            for message in messages:
+                if isinstance(message, DeadLetter):
+                    log.warning("dead letter on %s: %s", message.topic, message.reason)
         for status in result.availability_changes:
             if status.online:
                 log.info("node %s is online (%s, fw %s, board %s)", status.node, status.role,

@@ -17,7 +17,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sensornode import protocol
 
 from edge_gateway.ingest import BrokerRefused, Gateway, decode_message
-from edge_gateway.store import Ack, DeadLetter, Event, Status, Store, Telemetry
+from edge_gateway.store import (
+    Ack,
+    DeadLetter,
+    Event,
+    Message,
+    Status,
+    Store,
+    Telemetry,
+    WriteResult,
+)
+from edge_gateway.writer import Delivery
 from testkit.mosquitto import Mosquitto
 from testkit.procs import wait_for
 
@@ -230,7 +240,7 @@ def test_message_that_could_not_be_stored_is_not_acked_and_comes_back(
 
     monkeypatch.setattr(Store, "write", disk_full)
     node.telemetry(1, soil_moisture=40.0)
-    wait_for(lambda: gateway.stats.store_errors == 1, WAIT_S, "the failed write")
+    wait_for(lambda: gateway.stats.store_errors >= 1, WAIT_S, "the failed write")
     gateway.stop()
     monkeypatch.undo()
 
@@ -361,3 +371,53 @@ def test_gateway_reports_a_gap_and_closes_it_after_a_restart(
             assert list_gaps(store)[0].filled_at is not None
     finally:
         again.stop()
+
+
+# ---- batching, graceful stop, acknowledgements ------------------------------------------------
+
+
+def test_stop_stores_and_acknowledges_what_is_queued(
+    mosquitto: Mosquitto, db_path: Path, gateway: Gateway, node: FakeNode, store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gate, entered = threading.Event(), threading.Event()
+    original_write = Store.write
+
+    def gated_write(self: Store, messages: list[Message]) -> WriteResult:
+        entered.set()
+        assert gate.wait(WAIT_S)
+        return original_write(self, messages)
+
+    monkeypatch.setattr(Store, "write", gated_write)
+    node.telemetry(1, pump=1.0)
+    assert entered.wait(WAIT_S)  # the writer holds the first one
+    for seq in range(2, 21):
+        node.telemetry(seq, pump=1.0)
+    wait_for(lambda: gateway.stats.pending == 19, WAIT_S, "19 deliveries queued")
+    stopper = threading.Thread(target=gateway.stop)
+    stopper.start()
+    gate.set()
+    stopper.join(WAIT_S)
+    assert not stopper.is_alive()
+    assert store.counts()["readings"] == 20
+    assert gateway.stats.batches == 2  # the one held, then the 19 queued behind it
+    monkeypatch.undo()
+
+    again = Gateway(SITE, mosquitto.host, mosquitto.port, db_path)
+    again.start()
+    try:
+        again.wait_connected(WAIT_S)
+        node.telemetry(21, pump=1.0)
+        wait_messages(again, 1)
+        assert again.stats.messages == 1  # all 20 were acknowledged before the DISCONNECT
+    finally:
+        again.stop()
+
+
+def test_a_delivery_from_an_ended_connection_is_stored_but_not_acknowledged(
+    gateway: Gateway,
+) -> None:
+    message = DeadLetter("nt/home/bed-1/telemetry", b"{", "telemetry: not JSON", T0)
+    old = Delivery(message, 7, 1, gateway._session - 1, message.topic, message.payload)
+    gateway._ack([old])  # a PUBACK for mid 7 now could acknowledge another message
+    assert gateway.stats.not_acked_reconnected == 1

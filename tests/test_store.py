@@ -198,3 +198,23 @@ def test_second_connection_reads_while_first_writes(tmp_path: Path) -> None:
     with Store(tmp_path / "gw.db") as writer, Store(tmp_path / "gw.db") as reader:
         writer.write([telemetry("bed-1", 1, pump=1.0)])
         assert reader.counts()["readings"] == 1
+
+
+def test_one_batch_of_many_messages_is_stored_as_sent(store: Store) -> None:
+    # 300 readings: every multi-row INSERT size is used (256 + 32 + 4*3 ... + 1s).
+    batch: list[Telemetry | DeadLetter | Status] = [
+        telemetry("bed-1", seq, received_at=T0 + seq, soil_moisture=float(seq))
+        for seq in range(1, 302)
+    ]
+    batch.insert(150, DeadLetter("nt/home/bed-1/telemetry", b"{", "telemetry: not JSON", T0))
+    batch.append(telemetry("bed-1", 7, received_at=T0 + 999, soil_moisture=7.0))  # redelivery
+    batch.append(telemetry("bed-1", 8, received_at=T0 + 999, soil_moisture=-1.0))  # conflict
+    batch.append(online("bed-2", T0 + 5))
+    result = store.write(batch)
+    assert (result.readings_added, result.readings_duplicate, result.dead_letters) == (301, 2, 1)
+    assert [(r.seq, r.value) for r in result.seq_conflicts] == [(8, -1.0)]
+    assert [r.seq for r in store.readings(node="bed-1")] == list(range(1, 302))
+    assert store.readings(node="bed-1", quantity="soil_moisture")[7].value == 8.0  # first kept
+    nodes = {n.node: n for n in store.nodes()}
+    assert nodes["bed-1"].last_seen == T0 + 999  # the latest of the batch, not the last one
+    assert nodes["bed-2"].online is True

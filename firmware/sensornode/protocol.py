@@ -63,6 +63,7 @@ QUANTITIES = {
 # <name>_<n> with n from 1 to MAX_CHANNELS, e.g. soil_temperature_2, diffuser_duty_1.
 MULTI_QUANTITIES = ("soil_temperature", "diffuser_duty", "tank_ok")
 MAX_CHANNELS = 8
+_CHANNEL_SUFFIXES = tuple(str(n) for n in range(1, MAX_CHANNELS + 1))
 
 ACTIONS = ("irrigate", "diffuse")
 MAX_IRRIGATE_S = 3600
@@ -200,12 +201,8 @@ def known_quantity(name: str) -> bool:
     if name in QUANTITIES:
         return True
     base, _, index = name.rpartition("_")
-    return (
-        base in MULTI_QUANTITIES
-        and index.isdigit()
-        and 1 <= int(index) <= MAX_CHANNELS
-        and index[0] != "0"
-    )
+    # Compared as text: str.isdigit() also takes other scripts' digits ("1" in Arabic-Indic).
+    return base in MULTI_QUANTITIES and index in _CHANNEL_SUFFIXES
 
 
 def quantity_unit(name: str) -> str:
