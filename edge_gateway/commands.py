@@ -1,8 +1,12 @@
-"""Send one command to a node and wait for its ack, over a short-lived MQTT connection.
+"""Send one signed command to a node and wait for its ack, over a short-lived MQTT
+connection, keeping the audit log of it.
 
 Commands are QoS1 and never retained: a retained command would be obeyed again by a node that
-reboots hours later. The ack topic is subscribed (SUBACK received) before the command goes
-out, so a fast node's ack cannot slip past us.
+reboots hours later. Each is signed with the node's key and a fresh counter (edge_gateway.
+signing), so the node can refuse forgeries and replays. The ack topic is subscribed (SUBACK
+received) before the command goes out, so a fast node's ack cannot slip past us. The audit
+row (edge_gateway.audit) is written before connecting and updated as the command goes out and
+as the ack, a refusal or the timeout comes.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import queue
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -18,6 +23,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from sensornode import protocol
+
+from edge_gateway import audit
+from edge_gateway.signing import KeyFileError, Signer
 
 KEEPALIVE_S = 30
 
@@ -34,17 +42,15 @@ class CommandTimeout(CommandError, TimeoutError):
     pass
 
 
-def build_command(
-    site: str, node: str, action: str, params: dict[str, Any], cmd_id: str, ts: float
-) -> tuple[str, bytes]:
-    """Topic and payload of a command, checked with the same decoder the node runs."""
+def check_command(site: str, node: str, action: str, params: dict[str, Any]) -> str:
+    """The command's topic, once the same decoder the node runs has accepted the command."""
     try:
         topic = protocol.node_topic(site, node, protocol.CMD)
-        payload = protocol.encode_command(cmd_id, action, params, ts)
-        protocol.decode_command(payload)
+        probe = protocol.encode_command("check", action, params, time.time(), node, 1)
+        protocol.decode_command(probe)
     except protocol.ProtocolError as exc:
         raise InvalidCommand(str(exc)) from exc
-    return topic, payload
+    return topic
 
 
 def send_command(
@@ -56,18 +62,57 @@ def send_command(
     params: dict[str, Any],
     timeout_s: float,
     *,
+    signer: Signer,
+    requested_by: str,
     username: str | None = None,
     password: str | None = None,
 ) -> dict[str, Any]:
-    """Publish the command and return the node's first ack for it (protocol.decode_ack form).
+    """Sign and publish the command, return the node's first ack for it (protocol.decode_ack
+    form), and keep the audit log in `signer.store` of who (`requested_by`: a user name or
+    rule:<name>) asked for what and what came of it.
 
     `timeout_s` bounds the whole exchange, connecting included. A refusal by the node is an
     ack with ok=False, returned like any other; the caller decides what it means.
     """
     if not timeout_s > 0:
         raise InvalidCommand(f"timeout: must be more than 0 seconds, got {timeout_s!r}")
+    try:
+        audit.check_requester(requested_by)
+    except ValueError as exc:
+        raise InvalidCommand(str(exc)) from exc
+    topic = check_command(site, node, action, params)
     cmd_id = secrets.token_hex(8)
-    topic, payload = build_command(site, node, action, params, cmd_id, time.time())
+    try:
+        counter, payload = signer.sign(node, cmd_id, action, params, time.time())
+        protocol.decode_command(payload)  # what the node will decode, counter included
+    except (KeyFileError, protocol.ProtocolError) as exc:
+        raise InvalidCommand(str(exc)) from exc
+    audit.ensure_table(signer.store)
+    row = audit.record(signer.store, requested_by, node, action, params, cmd_id=cmd_id,
+                       counter=counter, detail=f"connecting to the MQTT broker at {host}:{port}")
+    published: list[bool] = []
+
+    def mark_sent() -> None:
+        audit.update(signer.store, row, audit.SENT)
+        published.append(True)
+
+    try:
+        ack = _exchange(host, port, site, node, cmd_id, topic, payload, timeout_s, mark_sent,
+                        username, password)
+    except CommandTimeout as exc:
+        audit.update(signer.store, row, audit.TIMEOUT if published else audit.NOT_SENT, str(exc))
+        raise
+    except CommandError as exc:
+        audit.update(signer.store, row, audit.NOT_SENT, str(exc))
+        raise
+    audit.update(signer.store, row, audit.result_of_ack(ack), ack["detail"])
+    return ack
+
+
+def _exchange(host: str, port: int, site: str, node: str, cmd_id: str, topic: str,
+              payload: bytes, timeout_s: float, on_published: Callable[[], None],
+              username: str | None, password: str | None) -> dict[str, Any]:
+    """Connect, subscribe to the acks, publish, wait for the ack of `cmd_id`."""
     ack_topic = protocol.node_topic(site, node, protocol.ACK)
     deadline = time.monotonic() + timeout_s
     broker = f"{host}:{port}"
@@ -119,6 +164,7 @@ def send_command(
         _wait(subscribed, deadline, refusals, f"the MQTT broker at {broker} did not confirm "
               f"the subscription to {ack_topic}")
         client.publish(topic, payload, qos=1, retain=False)
+        on_published()
         try:
             return acks.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:

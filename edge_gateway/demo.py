@@ -20,6 +20,7 @@ from edge_gateway.emulator import EmulatedNode
 from edge_gateway.netutil import free_port, wait_port
 from edge_gateway.procutil import stop_process
 from edge_gateway.settings import SettingsError, broker_setting
+from edge_gateway.signing import KeyRing
 from edge_gateway.store import Store
 
 DEMO_SITE = "demo"
@@ -144,10 +145,13 @@ def run(args: argparse.Namespace) -> int:
         wait_port(host, port, timeout=10)
         procs.append(("gateway", start_gateway(host, port, db, workdir / "gateway.log")))
         print(f"demo: gateway storing into {db}")
+        keys = KeyRing(workdir / "keys")
         for name, world in BEDS:
-            node = EmulatedNode(
-                workdir / name, node_config(name, host, port, args.interval), world=world
-            )
+            if not keys.path(name).exists():  # a demo directory used before keeps its keys
+                keys.create(name)
+            config = {**node_config(name, host, port, args.interval),
+                      "cmd_key": keys.key(name).hex()}
+            node = EmulatedNode(workdir / name, config, world=world)
             node.start()
             nodes.append(node)
         print(
@@ -157,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             "demo: water a bed from another terminal with\n"
             f"  .venv/bin/neoterra irrigate bed-3 10 --broker {host}:{port} --site {DEMO_SITE}"
+            f" --keys {keys.directory} --db {db}"
         )
         print("demo: live readings (Ctrl-C stops everything)")
         deadline = time.monotonic() + args.duration if args.duration else None

@@ -14,6 +14,7 @@ import pytest
 
 from edge_gateway.commands import send_command
 from edge_gateway.emulator import EmulatedNode
+from edge_gateway.signing import KeyRing, Signer
 from edge_gateway.store import Store
 from hil_tests.conftest import SITE
 from testkit.mosquitto import Mosquitto
@@ -86,12 +87,14 @@ def fault_events(db: Path, node: str, name: str) -> list[str]:
 @pytest.fixture
 def nodes(mosquitto: Mosquitto, gateway: Path, tmp_path: Path) -> Any:
     garden = EmulatedNode(tmp_path / "bed-1", config("bed-1", "garden", mosquitto), world=WORLD)
+    KeyRing(tmp_path / "keys").create("drone-1")
     drone = EmulatedNode(
         tmp_path / "drone-1",
         config(
             "drone-1",
             "drone",
             mosquitto,
+            cmd_key=KeyRing(tmp_path / "keys").key("drone-1").hex(),
             mq135={"r0_ohm": 76600, "warmup_s": 3, "divider_ratio": 0.667},
             diffusers={
                 "max_duty_pct": 80,
@@ -118,7 +121,7 @@ def nodes(mosquitto: Mosquitto, gateway: Path, tmp_path: Path) -> Any:
 
 
 def test_every_sensor_reports_plausible_values_that_follow_the_world(
-    mosquitto: Mosquitto, gateway: Path, nodes: tuple[EmulatedNode, EmulatedNode]
+    mosquitto: Mosquitto, gateway: Path, nodes: tuple[EmulatedNode, EmulatedNode], tmp_path: Path
 ) -> None:
     db = gateway
     garden, drone = nodes
@@ -158,15 +161,18 @@ def test_every_sensor_reports_plausible_values_that_follow_the_world(
 
     # Run a diffuser: the aroma rises (VOC index up, MQ-135 up), its tank drains past the float.
     before = latest(db, "drone-1")
-    ack = send_command(
-        mosquitto.host,
-        mosquitto.port,
-        SITE,
-        "drone-1",
-        "diffuse",
-        {"channel": 1, "duty_pct": 100, "seconds": 60},
-        timeout_s=10,
-    )
+    with Store(db) as store:
+        ack = send_command(
+            mosquitto.host,
+            mosquitto.port,
+            SITE,
+            "drone-1",
+            "diffuse",
+            {"channel": 1, "duty_pct": 100, "seconds": 60},
+            timeout_s=10,
+            signer=Signer(store, KeyRing(tmp_path / "keys")),
+            requested_by="test",
+        )
     assert ack["ok"] and "capped" in ack["detail"], ack
     wait_for(
         lambda: latest(db, "drone-1")["diffuser_duty_1"] == 80,

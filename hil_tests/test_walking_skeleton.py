@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_gateway.emulator import EmulatedNode
+from edge_gateway.signing import KeyRing
 from edge_gateway.store import Store
 from hil_tests.conftest import SITE, neoterra
 from testkit.mosquitto import Mosquitto
@@ -21,7 +22,7 @@ KEEPALIVE_S = 5
 
 
 def run_irrigate(
-    broker: Mosquitto, node: str, seconds: int, timeout: float
+    broker: Mosquitto, node: str, seconds: int, timeout: float, keys: KeyRing, db: Path
 ) -> subprocess.CompletedProcess[str]:
     """`neoterra irrigate` as a user runs it, in its own process."""
     return subprocess.run(
@@ -35,6 +36,10 @@ def run_irrigate(
             SITE,
             "--timeout",
             str(timeout),
+            "--keys",
+            str(keys.directory),
+            "--db",
+            str(db),
         ),
         capture_output=True,
         text=True,
@@ -70,9 +75,10 @@ def test_node_reports_obeys_irrigate_and_goes_offline_when_killed(
     mosquitto: Mosquitto, gateway: Path, tmp_path: Path
 ) -> None:
     db = gateway
-    node = EmulatedNode(
-        tmp_path / "bed-1", node_config("bed-1", mosquitto), world={"soil_moisture": 35.0}
-    )
+    keys = KeyRing(tmp_path / "keys")
+    keys.create("bed-1")
+    config = {**node_config("bed-1", mosquitto), "cmd_key": keys.key("bed-1").hex()}
+    node = EmulatedNode(tmp_path / "bed-1", config, world={"soil_moisture": 35.0})
     node.start()
     try:
         assert "micropython" in Path(node.interpreter).name
@@ -93,7 +99,7 @@ def test_node_reports_obeys_irrigate_and_goes_offline_when_killed(
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
         assert node.state()["pump"] is False
-        irrigate = run_irrigate(mosquitto, "bed-1", seconds=3, timeout=10)
+        irrigate = run_irrigate(mosquitto, "bed-1", seconds=3, timeout=10, keys=keys, db=db)
         assert irrigate.returncode == 0, irrigate.stdout + irrigate.stderr
         assert "started" in irrigate.stdout
         wait_for(lambda: node.state()["pump"] is True, timeout=5, what="emulated pump on")
@@ -122,7 +128,10 @@ def test_node_reports_obeys_irrigate_and_goes_offline_when_killed(
     )
 
 
-def test_irrigate_unknown_node_times_out_clearly(mosquitto: Mosquitto, gateway: Path) -> None:
-    result = run_irrigate(mosquitto, "nobody", seconds=3, timeout=1)
+def test_irrigate_unknown_node_times_out_clearly(mosquitto: Mosquitto, gateway: Path,
+                                                 tmp_path: Path) -> None:
+    keys = KeyRing(tmp_path / "keys")
+    keys.create("nobody")  # a key, but no such node online
+    result = run_irrigate(mosquitto, "nobody", seconds=3, timeout=1, keys=keys, db=gateway)
     assert result.returncode == 1
     assert "nobody" in result.stdout + result.stderr

@@ -4,6 +4,8 @@ our MQTT client against a real mosquitto, observed and commanded by a paho clien
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -25,6 +27,7 @@ from testkit.watch import Watcher
 SITE = "t"
 NODE = "bed-1"
 TS = 1795300000.0
+CMD_KEY = bytes(range(32))  # the node's cmd_key, as the gateway's key file holds it
 
 
 class Observer(Watcher):
@@ -33,6 +36,7 @@ class Observer(Watcher):
 
     def __init__(self, broker: Mosquitto) -> None:
         super().__init__(broker, f"nt/{SITE}/#", client_id="observer", clean_session=False)
+        self.counter = 0
 
     def of(self, kind: str) -> list[bytes]:
         return self.payloads(protocol.node_topic(SITE, NODE, kind))
@@ -53,8 +57,15 @@ class Observer(Watcher):
         return [protocol.decode_ack(p) for p in self.of(protocol.ACK)]
 
     def command(self, cmd_id: str, seconds: int, retain: bool = False) -> None:
-        payload = protocol.encode_command(cmd_id, "irrigate", {"seconds": seconds}, time.time())
-        self.send(payload, retain)
+        self.send(self.signed(cmd_id, "irrigate", {"seconds": seconds}), retain)
+
+    def signed(self, cmd_id: str, action: str, params: dict[str, Any]) -> bytes:
+        """A command signed as the gateway signs it (edge_gateway.signing)."""
+        self.counter += 1
+        unsigned = protocol.encode_command(cmd_id, action, params, time.time(), NODE,
+                                           self.counter)
+        sig = hmac.new(CMD_KEY, unsigned, hashlib.sha256).hexdigest()
+        return protocol.sign_command(unsigned, sig)
 
     def send(self, payload: bytes, retain: bool = False) -> None:
         info = self.client.publish(
@@ -88,6 +99,7 @@ def make_node(broker: Mosquitto, tmp_path: Path, **overrides: Any) -> app.Node:
         },
         "soil": {"dry_raw": 50000, "wet_raw": 24000},
         "irrigation": {"max_run_s": 5},
+        "cmd_key": CMD_KEY.hex(),
     }
     cfg.update(overrides)
     return app.Node(
@@ -162,9 +174,7 @@ def test_irrigate_runs_the_pump_for_n_seconds_then_refuses_overlap_and_excess(
         await until(pump_level, 5, "pump on")
         observer.command("c-overlap", 1)
         observer.send(
-            protocol.encode_command(
-                "c-diffuse", "diffuse", {"channel": 1, "duty_pct": 50, "seconds": 5}, time.time()
-            )
+            observer.signed("c-diffuse", "diffuse", {"channel": 1, "duty_pct": 50, "seconds": 5})
         )
         await until(lambda: len(observer.acks()) == 4, 5, "acks of overlap and diffuse")
         await until(lambda: not pump_level(), 5, "pump off")

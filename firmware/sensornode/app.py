@@ -4,6 +4,7 @@
 import asyncio
 
 from sensornode import compat, component, protocol
+from sensornode.cmdauth import CommandAuth
 from sensornode.drivers.status_led import StatusLed
 from sensornode.link import Link
 from sensornode.net.mqtt import MQTTClient, MQTTError
@@ -17,6 +18,7 @@ FW_VERSION = "0.3.0"
 OUTBOX_DIR = "outbox"
 CLOCK_FILE = "clock.json"
 SEQ_FILE = "seq.json"
+CMD_COUNTER_FILE = "cmd_counter.json"
 
 
 def log(*parts):
@@ -49,6 +51,7 @@ class Node:
         # The outbox says where the last boot stopped writing: seqs continue right after it.
         self.seq = sequence or Sequence(root + SEQ_FILE, boot_tail=outbox.boot_tail())
         self.clock = clock or Clock(boot=self.seq.boot, path=root + CLOCK_FILE)
+        self.cmdauth = CommandAuth(cfg["node"], cfg["cmd_key"], root + CMD_COUNTER_FILE)
         self._reported_drops = outbox.dropped
         self.link = Link(cfg, board, self._on_message, self._link_up, log, client_factory)
         self.sender = Sender(outbox, self.link, self.topic_telemetry, self.topic_event, log,
@@ -148,6 +151,19 @@ class Node:
         except protocol.ProtocolError as exc:
             log("bad command:", exc)
             self._event("fault", "cmd", "refused", str(exc))
+            return
+        refusal = self.cmdauth.admit(cmd, payload)
+        if refusal is not None:
+            # Forged, replayed or misdirected: answered, and reported as an event so the
+            # gateway's audit log has it even when the sender was not the gateway.
+            log("refused command", cmd["id"], refusal)
+            self._event(
+                "fault", "cmd", "refused", "cmd %s %s: %s" % (cmd["id"], cmd["action"], refusal)
+            )
+            result = "error" if refusal.startswith("error:") else "refused"
+            await self._send_ack(
+                protocol.encode_ack(cmd["id"], False, result, compat.unix_time(), refusal)
+            )
             return
         ok, detail = self.obey(cmd)
         await self._send_ack(

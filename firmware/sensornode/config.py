@@ -2,7 +2,7 @@
 # bad field is reported by name and nothing of a half-valid config is ever applied.
 import json
 
-from sensornode import component, protocol
+from sensornode import cmdauth, component, protocol
 
 CONFIG_FILE = "config.json"
 
@@ -20,6 +20,9 @@ DEFAULTS = {
         # TLS when set: the CA certificate file (PEM or DER) on the node's flash.
         "ca_file": "",
     },
+    # The key this node checks every command's signature with: 64 hex digits (32 bytes), the
+    # same as the gateway's key file for this node. Empty: every command is refused.
+    "cmd_key": "",
     "report_interval_s": 10,
     "soil": {"dry_raw": 50000, "wet_raw": 24000},
     "irrigation": {"max_run_s": 600},
@@ -107,6 +110,20 @@ def _check_text(errors, cfg, path, allow_empty=True):
         )
 
 
+def _check_cmd_key(errors, key):
+    if key == "":
+        return  # allowed, and every command is refused (cmdauth): secure by default
+    try:
+        cmdauth.parse_key(key)
+    except ValueError as exc:
+        # The key itself is a secret: the message says what is wrong, never what it is.
+        errors.append(
+            "cmd_key: %s, got %s; copy the gateway's key file for this node "
+            "(`neoterra keygen <node>` makes one)"
+            % (exc, "%d characters" % len(key) if isinstance(key, str) else type(key).__name__)
+        )
+
+
 def _lookup(cfg, path):
     value = cfg
     for part in path.split("."):
@@ -136,6 +153,7 @@ def validate(given):
     _check_text(errors, cfg, "broker.password")
     _check_text(errors, cfg, "broker.ca_file")
     _check_int(errors, cfg, "broker.keepalive_s", 5, 600)
+    _check_cmd_key(errors, cfg["cmd_key"])
     _check_int(errors, cfg, "report_interval_s", 1, 86400)
     _check_int(errors, cfg, "soil.dry_raw", 0, 65535)
     _check_int(errors, cfg, "soil.wet_raw", 0, 65535)

@@ -282,14 +282,65 @@ def decode_event(payload: "bytes | str") -> "dict[str, Any]":
 # ---- commands and acks --------------------------------------------------------------------
 
 
-def encode_command(cmd_id: str, action: str, params: "dict[str, Any]", ts: float) -> bytes:
-    return dump({"id": cmd_id, "action": action, "params": params, "ts": ts})
+MAX_COUNTER = 2**53  # exact in a double, so every JSON parser reads it alike
+SIG_HEX = 64  # hex digits of an HMAC-SHA256
+_SIG_HEAD = b',"sig":"'
+_SIG_TAIL = len(_SIG_HEAD) + SIG_HEX + 2  # ,"sig":"<hex>"}
+
+
+def encode_command(
+    cmd_id: str,
+    action: str,
+    params: "dict[str, Any]",
+    ts: float,
+    node: str = "",
+    counter: int = 0,
+) -> bytes:
+    """A command without its signature: the bytes the gateway signs (see sign_command).
+    node and counter are left out when empty (a node refuses such a command)."""
+    obj = {"id": cmd_id, "action": action, "params": params, "ts": ts}
+    if node:
+        obj["node"] = node
+    if counter:
+        obj["counter"] = counter
+    return dump(obj)
+
+
+def sign_command(unsigned: bytes, sig: str) -> bytes:
+    """The command as sent: `sig` (hex HMAC-SHA256 of `unsigned`) added as the last member,
+    so a receiver recovers the signed bytes exactly (split_signature), whatever its JSON."""
+    if len(sig) != SIG_HEX or not unsigned.endswith(b"}"):
+        raise ProtocolError("cmd.sig: must be %d hex digits added to a command" % SIG_HEX)
+    return unsigned[:-1] + _SIG_HEAD + sig.encode() + b'"}'
+
+
+def split_signature(payload: "bytes | str") -> "tuple[bytes, str]":
+    """(the signed bytes, the hex signature) of a command as sign_command made it; the
+    signature is "" when the payload does not end with one."""
+    raw = payload.encode() if isinstance(payload, str) else bytes(payload)
+    tail = raw[-_SIG_TAIL:]
+    if len(raw) <= _SIG_TAIL or not tail.startswith(_SIG_HEAD) or not tail.endswith(b'"}'):
+        return raw, ""
+    sig = tail[len(_SIG_HEAD) : -2].decode()
+    if not all(ch in "0123456789abcdef" for ch in sig):
+        return raw, ""
+    return raw[:-_SIG_TAIL] + b"}", sig
 
 
 def decode_command(payload: "bytes | str") -> "dict[str, Any]":
+    """The command's fields; `node` "", `counter` 0 and `sig` "" when absent (the node's
+    cmdauth refuses those with an ack, as their id is readable)."""
     obj = load(payload, "cmd")
     cmd_id = str_field(obj, "cmd", "id", 40)
     action = choice_field(obj, "cmd", "action", ACTIONS)
+    node = check_name("cmd.node", obj["node"]) if "node" in obj else ""
+    counter = int_field(obj, "cmd", "counter", 1, MAX_COUNTER) if "counter" in obj else 0
+    sig = split_signature(payload)[1]
+    if "sig" in obj and obj["sig"] != sig:
+        raise ProtocolError(
+            "cmd.sig: must be %d lowercase hex digits and the payload's last member"
+            % SIG_HEX
+        )
     params = field(obj, "cmd", "params")
     if not isinstance(params, dict):
         raise ProtocolError("cmd.params: must be an object")
@@ -300,7 +351,15 @@ def decode_command(payload: "bytes | str") -> "dict[str, Any]":
         checked["channel"] = int_field(params, "cmd.params", "channel", 1, DIFFUSER_CHANNELS)
         checked["duty_pct"] = int_field(params, "cmd.params", "duty_pct", 0, 100)
         checked["seconds"] = int_field(params, "cmd.params", "seconds", 1, MAX_DIFFUSE_S)
-    return {"id": cmd_id, "action": action, "params": checked, "ts": timestamp(obj, "cmd")}
+    return {
+        "id": cmd_id,
+        "action": action,
+        "params": checked,
+        "ts": timestamp(obj, "cmd"),
+        "node": node,
+        "counter": counter,
+        "sig": sig,
+    }
 
 
 ACK_RESULTS = ("started", "done", "refused", "error")
