@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import importlib
-import logging
+import os
 import sqlite3
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge_gateway import settings
+from edge_gateway import audit, config_cli, logs, settings
 from edge_gateway.commands import CommandError, InvalidCommand, send_command
+from edge_gateway.config_checks import ConfigErrors
 from edge_gateway.gaps import DROPPED, Gap, list_gaps
 from edge_gateway.ingest import Gateway, GatewayError
+from edge_gateway.signing import KeyFileError, KeyRing, Signer
 from edge_gateway.store import NodeInfo, Reading, Store, StoreError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_TIMEOUT_S = 10.0
-
-
-class UsageError(Exception):
-    """Bad invocation: printed with the usage hint, exit code 2."""
+ENV_KEYS = "NEOTERRA_KEYS"
+DEFAULT_KEYS = "keys"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,11 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
                                               metavar="ACTION")
     run = gateway_commands.add_parser("run", help="ingest node messages into the database "
                                       "until SIGINT/SIGTERM")
+    run.add_argument("--config", metavar="FILE", type=Path,
+                     help="gateway TOML config (docs/gateway.toml.example); its broker, site "
+                     "and database are used unless a flag below overrides them")
     _add_broker_options(run)
     _add_db_option(run)
-    run.add_argument("--log-level", default="INFO",
-                     choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--log-level", default="INFO", choices=list(logs.LEVELS[:-1]))
+    run.add_argument("--log-format", default="text", choices=list(logs.FORMATS),
+                     help="json: one JSON object per line (default %(default)s)")
     run.set_defaults(handler=_gateway_run)
+    check = gateway_commands.add_parser("check-config", help="check the gateway config file "
+                                        "and print every problem in it")
+    check.add_argument("--config", metavar="FILE", type=Path, required=True,
+                       help="gateway TOML config to check")
+    check.set_defaults(handler=config_cli.check_config)
 
     nodes = commands.add_parser("nodes", help="list nodes with their latest readings")
     _add_db_option(nodes)
@@ -58,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     irrigate.add_argument("node", metavar="NODE")
     irrigate.add_argument("seconds", metavar="SECONDS", type=_seconds_argument)
     _add_broker_options(irrigate)
+    _add_signing_options(irrigate)
     irrigate.add_argument("--timeout", type=_timeout_argument, default=DEFAULT_TIMEOUT_S,
                           metavar="S", help="seconds to wait for the ack (default %(default)g)")
     irrigate.set_defaults(handler=_irrigate)
@@ -71,9 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="PWM duty in %%, 0-100 (the node caps it)")
     diffuse.add_argument("seconds", metavar="SECONDS", type=_seconds_argument)
     _add_broker_options(diffuse)
+    _add_signing_options(diffuse)
     diffuse.add_argument("--timeout", type=_timeout_argument, default=DEFAULT_TIMEOUT_S,
                          help="seconds to wait for the node's ack")
     diffuse.set_defaults(handler=_diffuse)
+
+    keygen = commands.add_parser("keygen", help="make a node's command key: prints it for the "
+                                 "node's cmd_key and keeps it in the keys directory")
+    keygen.add_argument("node", metavar="NODE")
+    _add_keys_option(keygen)
+    keygen.set_defaults(handler=_keygen)
+
+    audit_log = commands.add_parser("audit", help="list the commands sent and refused: who "
+                                    "asked, what, when, and the result")
+    _add_db_option(audit_log)
+    audit_log.add_argument("--node", metavar="NODE", help="only this node")
+    audit_log.add_argument("--limit", metavar="N", type=_whole_number, default=50,
+                           help="the newest N entries (default %(default)s)")
+    audit_log.set_defaults(handler=_audit)
 
     # The demo's own options are defined by edge_gateway.demo, imported only when it runs.
     demo = commands.add_parser("demo", help="run the demo: broker, gateway and emulated nodes "
@@ -91,6 +117,23 @@ def _add_broker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--username", metavar="U", help="MQTT user name")
     parser.add_argument("--password-file", metavar="F", type=Path,
                         help="file holding the MQTT password (needs --username)")
+
+
+def _add_keys_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keys", metavar="DIR", type=Path,
+                        help=f"directory of the nodes' command keys, NODE.key (${ENV_KEYS}, "
+                        f"default ./{DEFAULT_KEYS})")
+
+
+def _add_signing_options(parser: argparse.ArgumentParser) -> None:
+    _add_keys_option(parser)
+    _add_db_option(parser)  # the command counters and the audit log live in the gateway's store
+    parser.add_argument("--as", dest="requested_by", metavar="WHO",
+                        help="who asks, for the audit log (default: your login name)")
+
+
+def _keys(args: argparse.Namespace) -> KeyRing:
+    return KeyRing(args.keys or os.environ.get(ENV_KEYS) or DEFAULT_KEYS)
 
 
 def _add_db_option(parser: argparse.ArgumentParser) -> None:
@@ -121,31 +164,15 @@ def _timeout_argument(text: str) -> float:
     return value
 
 
-def _credentials(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    if args.password_file is None:
-        return args.username, None
-    if args.username is None:
-        raise UsageError("--password-file needs --username")
-    try:
-        password = args.password_file.read_text().rstrip("\r\n")
-    except OSError as exc:
-        raise UsageError(f"--password-file: cannot read {args.password_file}: "
-                         f"{exc.strerror}") from exc
-    return args.username, password
-
-
 # ---- commands -----------------------------------------------------------------------------
 
 
 def _gateway_run(args: argparse.Namespace) -> int:
-    broker = settings.broker_setting(args.broker)
-    site = settings.site_setting(args.site)
-    db_path = settings.db_setting(args.db)
-    username, password = _credentials(args)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    gateway = Gateway(site, broker.host, broker.port, db_path, username=username,
-                      password=password)
+    run = config_cli.run_settings(args)
+    logs.setup_logging(args.log_level, args.log_format)
+    gateway = Gateway(run.site, run.broker.host, run.broker.port, run.db_path,
+                      client_id=run.client_id, username=run.username, password=run.password,
+                      batch_max=run.batch_max, batch_linger_s=run.batch_linger_s)
     gateway.run_forever()
     return EXIT_OK
 
@@ -254,15 +281,48 @@ def _command(args: argparse.Namespace, action: str, params: dict[str, int],
     """Send one command, wait for the ack, print it; exit 1 when refused."""
     broker = settings.broker_setting(args.broker)
     site = settings.site_setting(args.site)
-    username, password = _credentials(args)
-    ack = send_command(broker.host, broker.port, site, args.node, action, params,
-                       args.timeout, username=username, password=password)
+    username, password = config_cli.credentials(args.username, args.password_file)
+    with Store(settings.db_setting(args.db)) as store:
+        ack = send_command(broker.host, broker.port, site, args.node, action, params,
+                           args.timeout, signer=Signer(store, _keys(args)),
+                           requested_by=args.requested_by or getpass.getuser(),
+                           username=username, password=password)
     detail = f": {ack['detail']}" if ack["detail"] else ""
     if not ack["ok"]:
         print(f"node {args.node} refused {description} ({ack['result']}){detail}",
               file=sys.stderr)
         return EXIT_FAILURE
     print(f"node {args.node}: {description} {ack['result']}{detail}")
+    return EXIT_OK
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    keys = _keys(args)
+    try:
+        path = keys.create(args.node)
+    except KeyFileError as exc:
+        print(f"neoterra: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{keys.key(args.node).hex()}\n(kept in {path}; put this text in node "
+          f"{args.node}'s config as \"cmd_key\")")
+    return EXIT_OK
+
+
+def _audit(args: argparse.Namespace) -> int:
+    db_path = _existing_db(args)
+    if db_path is None:
+        return EXIT_FAILURE
+    with Store(db_path) as store:
+        entries = audit.entries(store, node=args.node, limit=args.limit)
+    if not entries:
+        print(f"no commands in the audit log of {db_path} yet")
+        return EXIT_OK
+    for entry in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.requested_at))
+        params = " ".join(f"{k}={v}" for k, v in sorted(entry.params.items()))
+        detail = f" ({entry.detail})" if entry.detail else ""
+        print(f"{when}  {entry.requested_by}  {entry.node}  {entry.action} {params}  "
+              f"{entry.result}{detail}")
     return EXIT_OK
 
 
@@ -294,10 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
         return code
-    except (settings.SettingsError, InvalidCommand, UsageError) as exc:
+    except (settings.SettingsError, InvalidCommand) as exc:
         print(f"neoterra: error: {exc} (see neoterra {args.command} --help)", file=sys.stderr)
         return EXIT_USAGE
-    except (CommandError, GatewayError, StoreError) as exc:
+    except (CommandError, GatewayError, StoreError, ConfigErrors) as exc:
         print(f"neoterra: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except sqlite3.Error as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 
 from edge_gateway.cli import main
 from edge_gateway.settings import BrokerAddress, parse_broker
+from edge_gateway.signing import KeyRing
 from edge_gateway.store import Reading, Status, Store, Telemetry
 from testkit.mosquitto import Mosquitto, free_port
 from testkit.procs import stop_process, wait_for
@@ -86,6 +88,7 @@ def test_nodes_without_a_database_says_how_to_get_one(tmp_path: Path) -> None:
 ])
 def test_irrigate_prints_the_ack(mosquitto: Mosquitto, tmp_path: Path, script: Script,
                                  code: int, expected: str) -> None:
+    KeyRing(tmp_path / "keys").create("bed-1")  # ./keys, the default --keys
     node = ScriptedNode(mosquitto, "bed-1", script)
     try:
         result = neoterra("irrigate", "bed-1", "5", "--broker", f"127.0.0.1:{mosquitto.port}",
@@ -105,6 +108,7 @@ def test_diffuse_sends_channel_duty_and_seconds_and_prints_the_ack(
         seen.append(cmd)
         return [(cmd["id"], True, "started", "diffuser_2 on for 30 s")]
 
+    KeyRing(tmp_path / "keys").create("drone-1")
     node = ScriptedNode(mosquitto, "drone-1", answer)
     try:
         result = neoterra("diffuse", "drone-1", "2", "60", "30",
@@ -131,6 +135,7 @@ def test_bad_diffuse_arguments_are_usage_errors(tmp_path: Path, args: list[str],
 
 
 def test_irrigate_timeout_exits_1_with_a_hint(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    KeyRing(tmp_path / "keys").create("bed-1")
     result = neoterra("irrigate", "bed-1", "5", "--timeout", "0.3", "--site", "home",
                       cwd=tmp_path, env=clean_env(NEOTERRA_BROKER=f"127.0.0.1:{mosquitto.port}"))
     assert result.returncode == 1
@@ -249,3 +254,163 @@ def test_gaps_lists_what_was_never_stored(tmp_path: Path) -> None:
     assert row.split()[:4] == ["bed-1", "2..4", "3", "lost"] and row.endswith("open")
     missing = neoterra("gaps", "--db", "missing.db", cwd=tmp_path)
     assert missing.returncode == 1 and "no database at missing.db" in missing.stderr
+
+
+# ---- gateway config file: check-config and run --config ----------------------------------
+
+
+def gateway_config(directory: Path, broker_port: int, extra: str = "",
+                   storage_extra: str = "") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "gateway.toml"
+    config.write_text(f'[site]\nname = "allotment"\n[broker]\nport = {broker_port}\n{extra}'
+                      f'[storage]\npath = "state/gw.db"\n{storage_extra}'
+                      '[nodes.bed-1]\nrole = "garden"\n[nodes.drone-1]\nrole = "drone"\n')
+    (directory / "state").mkdir(exist_ok=True)
+    return config
+
+
+def test_check_config_prints_a_summary_of_a_good_file(tmp_path: Path) -> None:
+    config = gateway_config(tmp_path / "etc", 1884)
+    result = neoterra("gateway", "check-config", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary, *nodes = result.stdout.splitlines()
+    assert summary.startswith("ok: 2 nodes, 0 rules, 0 plant profiles, site allotment, broker "
+                              "127.0.0.1:1884, database ")
+    assert [line.split(":")[0] for line in nodes] == ["  bed-1", "  drone-1"]
+    assert "config version" in nodes[0]
+
+
+def test_check_config_prints_every_problem_and_exits_1(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text('[site]\nname = "Allotment"\n[broker]\nprot = 1883\n'
+                      '[nodes.bed-1]\nrole = "garden"\nplant = "kale"\n')
+    result = neoterra("gateway", "check-config", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1 and result.stdout == ""
+    assert f"{config}: 4 problems:" in result.stderr
+    for expected in ("site.name: 'Allotment' is not a valid name",
+                     "broker.prot: unknown key; did you mean 'port'?",
+                     "storage.path: missing; add path = ",
+                     "nodes.bed-1.plant: no plant profile 'kale'; add a [plants.kale] section"):
+        assert expected in result.stderr
+
+
+def test_check_config_needs_the_file(tmp_path: Path) -> None:
+    result = neoterra("gateway", "check-config", cwd=tmp_path)
+    assert result.returncode == 2 and "--config" in result.stderr
+    result = neoterra("gateway", "check-config", "--config", "absent.toml", cwd=tmp_path)
+    assert result.returncode == 1 and "absent.toml: cannot be read" in result.stderr
+
+
+def test_gateway_run_takes_broker_site_and_database_from_the_config(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    config = gateway_config(tmp_path / "etc", mosquitto.port)
+    # The environment would point elsewhere: with --config, the file decides.
+    env = clean_env(NEOTERRA_BROKER=f"127.0.0.1:{free_port()}", NEOTERRA_SITE="other",
+                    NEOTERRA_DB=str(tmp_path / "env.db"))
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_gateway", "gateway", "run",
+                                 "--config", str(config), "--log-format", "json"],
+                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    node = FakeNode(mosquitto, "bed-1", site="allotment")
+    try:
+        node.birth()
+        db = tmp_path / "etc" / "state" / "gw.db"  # relative to the config file, not the cwd
+        wait_for(lambda: db.exists(), WAIT_S, "the gateway's database", proc=proc)
+        with Store(db) as store:
+            wait_for(lambda: [n.online for n in store.nodes()] == [True], WAIT_S,
+                     "bed-1 online", proc=proc)
+    finally:
+        node.close()
+        code = stop_process(proc)
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert code == 0, entries
+    assert not (tmp_path / "env.db").exists()
+    assert {"ts", "level", "logger", "msg"} <= set(entries[0])
+    assert any("node bed-1 is online" in e["msg"] for e in entries)
+    assert any("shutting down" in e["msg"] for e in entries)
+
+
+def test_gateway_run_uses_the_config_credentials_and_client_id(tmp_path: Path) -> None:
+    password_file = tmp_path / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(password_file), "gw", "right"],
+                   check=True, capture_output=True, timeout=WAIT_S)
+    broker_config = f"allow_anonymous false\npassword_file {password_file}\n"
+    with Mosquitto(tmp_path / "broker", extra_config=broker_config) as broker:
+        (tmp_path / "etc").mkdir()
+        (tmp_path / "etc" / "mqtt-password").write_text("wrong\n")
+        config = gateway_config(tmp_path / "etc", broker.port,
+                                'username = "gw"\npassword_file = "mqtt-password"\n'
+                                'client_id = "gw-allotment-1"\n')
+        proc, log = start_gateway(tmp_path, "--config", str(config))
+        try:
+            code = proc.wait(timeout=WAIT_S)
+        finally:
+            stop_process(proc)
+    assert code == 1
+    assert "refused client 'gw-allotment-1': Not authorized" in log.read_text()
+
+
+def test_gateway_run_with_a_bad_config_starts_nothing(tmp_path: Path) -> None:
+    config = gateway_config(tmp_path, 1883, 'host = ""\n')
+    result = neoterra("gateway", "run", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "broker.host: must be non-empty text" in result.stderr
+    assert not (tmp_path / "state" / "gw.db").exists()
+
+
+def test_flags_override_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_gateway.cli import build_parser
+    from edge_gateway.config_cli import run_settings
+
+    monkeypatch.setenv("NEOTERRA_SITE", "from-env")
+    (tmp_path / "flag-pw").write_text("flag-secret\n")
+    (tmp_path / "mqtt-password").write_text("file-secret\n")
+    config = gateway_config(tmp_path, 1884, 'username = "gw"\npassword_file = "mqtt-password"\n',
+                            "batch_max_messages = 50\nbatch_max_ms = 250\n")
+
+    def settings_for(*flags: str) -> tuple[object, ...]:
+        args = build_parser().parse_args(["gateway", "run", "--config", str(config), *flags])
+        run = run_settings(args)
+        return (run.site, str(run.broker), run.db_path, run.username, run.password,
+                run.batch_max, run.batch_linger_s)
+
+    assert settings_for() == ("allotment", "127.0.0.1:1884", str(tmp_path / "state" / "gw.db"),
+                              "gw", "file-secret", 50, 0.25)
+    assert settings_for("--site", "east", "--broker", "10.0.0.5:1999", "--db", "x.db",
+                        "--username", "ops", "--password-file", str(tmp_path / "flag-pw")) == (
+        "east", "10.0.0.5:1999", "x.db", "ops", "flag-secret", 50, 0.25)
+    # --username alone replaces the file's user and password: credentials go together
+    assert settings_for("--username", "ops")[3:5] == ("ops", None)
+
+
+def test_gateway_run_refuses_tls_it_cannot_do_yet(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    config = gateway_config(tmp_path, 8883, 'ca_file = "ca.pem"\n')
+    check = neoterra("gateway", "check-config", "--config", str(config), cwd=tmp_path)
+    assert check.returncode == 0, check.stderr  # a valid setting...
+    result = neoterra("gateway", "run", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1  # ...that `run` will not silently drop
+    assert "broker.ca_file: TLS to the broker is not supported" in result.stderr
+
+
+def test_keygen_prints_a_new_key_once_and_irrigate_is_audited(mosquitto: Mosquitto,
+                                                              tmp_path: Path) -> None:
+    made = neoterra("keygen", "bed-1", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    key_hex = made.stdout.splitlines()[0]
+    assert KeyRing(tmp_path / "keys").key("bed-1").hex() == key_hex
+    again = neoterra("keygen", "bed-1", cwd=tmp_path)
+    assert again.returncode == 1 and "bed-1 already has a key" in again.stderr
+    node = ScriptedNode(mosquitto, "bed-1", answer_started)
+    try:
+        sent = neoterra("irrigate", "bed-1", "5", "--as", "rule:dry-bed", "--broker",
+                        f"127.0.0.1:{mosquitto.port}", cwd=tmp_path)
+    finally:
+        node.close()
+    assert sent.returncode == 0, sent.stderr
+    listed = neoterra("audit", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "rule:dry-bed  bed-1  irrigate seconds=5  acked ok" in listed.stdout
