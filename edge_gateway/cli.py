@@ -15,6 +15,8 @@ from pathlib import Path
 from edge_gateway import audit, config_cli, logs, settings
 from edge_gateway.commands import CommandError, InvalidCommand, send_command
 from edge_gateway.config_checks import ConfigErrors
+from edge_gateway.daemon import Daemon
+from edge_gateway.export import add_export_parser
 from edge_gateway.gaps import DROPPED, Gap, list_gaps
 from edge_gateway.ingest import Gateway, GatewayError
 from edge_gateway.signing import KeyFileError, KeyRing, Signer
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO", choices=list(logs.LEVELS[:-1]))
     run.add_argument("--log-format", default="text", choices=list(logs.FORMATS),
                      help="json: one JSON object per line (default %(default)s)")
+    _add_keys_option(run)
     run.set_defaults(handler=_gateway_run)
     check = gateway_commands.add_parser("check-config", help="check the gateway config file "
                                         "and print every problem in it")
@@ -63,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     gaps.add_argument("--open", action="store_true",
                       help="only gaps still open (not filled by late arrivals)")
     gaps.set_defaults(handler=_gaps)
+    add_export_parser(commands)
 
     irrigate = commands.add_parser("irrigate", help="water a garden bed and wait for the ack")
     irrigate.add_argument("node", metavar="NODE")
@@ -173,7 +177,14 @@ def _gateway_run(args: argparse.Namespace) -> int:
     gateway = Gateway(run.site, run.broker.host, run.broker.port, run.db_path,
                       client_id=run.client_id, username=run.username, password=run.password,
                       batch_max=run.batch_max, batch_linger_s=run.batch_linger_s)
-    gateway.run_forever()
+    if run.config is None:
+        gateway.run_forever()
+        return EXIT_OK
+    # With a config: rules, history, registry, Home Assistant... around the same gateway.
+    files = {name: node.key_file for name, node in run.config.nodes.items()
+             if node.key_file is not None}
+    keys = KeyRing(args.keys or os.environ.get(ENV_KEYS) or DEFAULT_KEYS, files)
+    Daemon(run.config, gateway, keys).run_forever()
     return EXIT_OK
 
 

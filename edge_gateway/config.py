@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sensornode import protocol
 
@@ -111,6 +112,7 @@ class Config:
     rules_table: Mapping[str, Any]  # raw [rules]: edge_gateway.rules.parse_rules reads it
     local_hardware_table: Mapping[str, Any]  # raw [local_hardware], for edge_gateway.localhw
     source: Path | None = None
+    timezone: str = "UTC"  # IANA name: rules' times of day and "today" are in it
 
 
 def load_config(path: str | Path) -> Config:
@@ -135,7 +137,9 @@ def parse_config(table: Mapping[str, Any], base_dir: Path, source: Path | None =
     """Check a parsed TOML document; raises ConfigErrors listing every problem."""
     problems = Problems(base_dir)
     top = Table(problems, "", dict(table), SECTIONS)
-    site_name = top.subtable("site", ("name",)).name("name")
+    site_table = top.subtable("site", ("name", "timezone"))
+    site_name = site_table.name("name")
+    timezone = _timezone(site_table)
     broker = _broker(top.subtable("broker", (
         "host", "port", "username", "password", "password_file", "ca_file", "client_id")))
     storage = _storage(top)
@@ -152,13 +156,25 @@ def parse_config(table: Mapping[str, Any], base_dir: Path, source: Path | None =
     if problems.errors:
         raise ConfigErrors(problems.errors, str(source) if source else "")
     return Config(
-        site=site_name, broker=broker, storage=storage,
+        site=site_name, timezone=timezone, broker=broker, storage=storage,
         nodes=MappingProxyType(nodes), plants=MappingProxyType(plants),
         homeassistant=homeassistant, http=http,
         rules_table=MappingProxyType(rules_table),
         local_hardware_table=MappingProxyType(local_hardware_table),
         source=source,
     )
+
+
+def _timezone(table: Table) -> str:
+    name = table.text("timezone", "UTC", '"Europe/Berlin"')
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        table.problems.add(table.path("timezone"), f"{name!r} is not a time zone this machine "
+                           "knows", 'use an IANA name such as "Europe/Berlin" or "UTC" '
+                           "(install the tzdata package if none are known)")
+        return "UTC"
+    return name
 
 
 def _broker(table: Table) -> BrokerConfig:

@@ -51,6 +51,7 @@ class RunSettings:
     # Writer batching: [storage] batch_max_messages and batch_max_ms.
     batch_max: int = DEFAULT_MAX_BATCH
     batch_linger_s: float = DEFAULT_LINGER_S
+    config: Config | None = None  # the checked config file, if one was given
 
 
 def run_settings(args: argparse.Namespace) -> RunSettings:
@@ -83,7 +84,7 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
         return RunSettings(site, broker, db_path, client_id, username, password)
     return RunSettings(site, broker, db_path, client_id, username, password,
                        batch_max=config.storage.batch_max_messages,
-                       batch_linger_s=config.storage.batch_max_ms / 1000)
+                       batch_linger_s=config.storage.batch_max_ms / 1000, config=config)
 
 
 def credentials(username: str | None, password_file: Path | None) -> tuple[str | None,

@@ -136,6 +136,11 @@ class Gateway:
         self._halt = threading.Event()  # run_forever() should return
         self._fatal: GatewayError | None = None
         self._stopping = False
+        # Extensions (the daemon's services): called with the new paho client before it
+        # connects, after each connect (paho's thread), after each commit (the writer's).
+        self.on_client: list[Callable[[mqtt.Client], None]] = []
+        self.on_connected: list[Callable[[mqtt.Client], None]] = []
+        self.after_commit: list[Callable[[list[Message]], None]] = []
 
     @property
     def broker(self) -> str:
@@ -195,6 +200,8 @@ class Gateway:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
+        for hook in self.on_client:
+            hook(client)
         self._time = TimeBroadcaster(client, self.site, self.time_interval_s)
         log.info("gateway for site %r: broker %s, database %s", self.site, self.broker,
                  self.db_path)
@@ -290,6 +297,7 @@ class Gateway:
             [(protocol.site_filter(self.site, kind), 1) for kind in SUBSCRIBED_KINDS]
         )
         self._subscribe_mid = mid
+        _call_each(self.on_connected, client)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
                       reason_codes: list[ReasonCode], properties: Properties | None) -> None:
@@ -377,6 +385,7 @@ class Gateway:
                 self._gaps.observe(messages)
         except Exception:  # the data is stored and acked; gap tracking must not stop ingest
             log.exception("gap tracking failed")
+        _call_each(self.after_commit, messages)
 
     def _report(self, result: WriteResult, messages: list[Message]) -> None:
         stats = self._counts
@@ -402,3 +411,11 @@ class Gateway:
                 "is kept — did the node lose its sequence counter?", reading.node, reading.seq,
                 reading.quantity,
             )
+
+
+def _call_each(hooks: Sequence[Callable[[Any], None]], arg: Any) -> None:
+    for hook in hooks:
+        try:
+            hook(arg)
+        except Exception:  # an extension's failure must not stop ingest
+            log.exception("gateway extension %r failed", hook)

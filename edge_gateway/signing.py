@@ -16,7 +16,7 @@ import hmac
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +60,17 @@ def parse_key(text: str, where: str) -> bytes:
 
 
 class KeyRing:
-    """The nodes' keys: `<directory>/<node>.key`, each the node's cmd_key in hex."""
+    """The nodes' keys: `<directory>/<node>.key`, each the node's cmd_key in hex, unless
+    `files` names a node's file (the gateway config's [nodes.<name>] key_file)."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, files: Mapping[str, Path] | None = None) -> None:
         self.directory = Path(directory)
+        self.files = dict(files or {})
 
     def path(self, node: str) -> Path:
+        given = self.files.get(node)
+        if given is not None:
+            return given
         return self.directory / f"{protocol.check_name('node', node)}{KEY_SUFFIX}"
 
     def key(self, node: str) -> bytes:
