@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from edge_gateway.configerror import ConfigError
+from edge_gateway.periodic import Periodic
 from edge_gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -366,8 +366,8 @@ class HistoryMaintainer:
         self.chunk_rows = chunk_rows
         self.pause_s = pause_s  # between steps: lets the ingest writer and the SD card breathe
         self.max_steps = max_steps
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("history", self.run_once, interval_s)
+        self.start, self.stop = self._periodic.start, self._periodic.stop
         ensure_schema(store)
 
     def run_once(self) -> MaintenanceReport:
@@ -375,7 +375,7 @@ class HistoryMaintainer:
         report = MaintenanceReport(finished=False)
         downsampling = True
         for _ in range(self.max_steps):
-            if self._stopping.is_set():
+            if self._periodic.stopping:
                 break
             now = self.clock()
             if downsampling:
@@ -388,35 +388,10 @@ class HistoryMaintainer:
                     report.finished = True
                     break
                 report.rows_deleted += deleted
-            if self.pause_s and self._stopping.wait(self.pause_s):
+            if self.pause_s and self._periodic.pause(self.pause_s):
                 break
         if report.downsample_steps or report.rows_deleted:
             log.info("history: %d downsampling step(s), %d expired row(s) deleted%s",
                      report.downsample_steps, report.rows_deleted,
                      "" if report.finished else " (more left for the next run)")
         return report
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("history maintainer already started")
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="neoterra-history", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> bool:
-        """Ask the thread to stop and wait for it; False if it is still busy after `timeout`."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return True
-        self._stopping.set()
-        thread.join(timeout)
-        return not thread.is_alive()
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.run_once()
-            except Exception:  # e.g. the database locked for long: try again next period
-                log.exception("history maintenance failed")
-            if self._stopping.wait(self.interval_s):
-                break

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from edge_gateway.periodic import Periodic
 from edge_gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,8 @@ class StaleWatcher:
         self._lock = threading.Lock()
         self._away: dict[str, NodeState] = {}
         self._stale: frozenset[str] = frozenset()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("stale-watch", self.check, self.interval_s)
+        self.start, self.stop = self._periodic.start, self._periodic.stop
 
     @property
     def stale(self) -> frozenset[str]:
@@ -185,31 +186,6 @@ class StaleWatcher:
                 except Exception:  # a broken listener must not stop the watching
                     log.exception("stale watcher listener failed for node %s", state.node)
         return changed
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("stale watcher already started")
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="neoterra-stale", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> bool:
-        """Stop the thread; False if it did not end within `timeout` seconds."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return True
-        self._stopping.set()
-        thread.join(timeout)
-        return not thread.is_alive()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self.check()
-            except Exception:  # e.g. the database locked for long: try again next period
-                log.exception("stale check failed")
-            if self._stopping.wait(self.interval_s):
-                return
 
 
 def _log_away(state: NodeState, now: float) -> None:

@@ -15,7 +15,6 @@ restart cooldowns and daily runs start afresh (noted in docs/rules.md).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 from edge_gateway import registry
+from edge_gateway.periodic import Periodic
 from edge_gateway.rules import (
     Alert,
     Availability,
@@ -58,31 +58,8 @@ class RuleRunner:
         self.memory = RuleMemory()
         self._watched = _watched(rules)
         self._since: float | None = None  # gateway clock of the previous step
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("rule runner already started")
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="neoterra-rules", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> bool:
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return True
-        self._stopping.set()
-        thread.join(timeout)
-        return not thread.is_alive()
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.step()
-            except Exception:  # a locked database, a bad row: log it, try again next period
-                log.exception("rule evaluation failed")
-            self._stopping.wait(self.interval_s)
+        self._periodic = Periodic("rules", self.step, interval_s)
+        self.start, self.stop = self._periodic.start, self._periodic.stop
 
     def step(self) -> list[Decision]:
         """One evaluation now; returns its decisions (already handed to `ask`)."""
