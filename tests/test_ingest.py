@@ -192,7 +192,13 @@ def test_birth_and_last_will_are_logged_once_each(
 
     node.drop_connection()
     wait_for(lambda: store.nodes()[0].online is False, WAIT_S, "bed-2 offline after its will")
-    logged = [r.getMessage() for r in caplog.records if "node bed-2 is" in r.getMessage()]
+
+    def logged_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "node bed-2 is" in r.getMessage()]
+
+    # Logged by the writer thread just after the commit the store shows.
+    wait_for(lambda: len(logged_lines()) >= 2, WAIT_S, "the offline line")
+    logged = logged_lines()
     assert logged == [
         "node bed-2 is online (garden, fw 0.1.0, board esp32_devkitc)",
         "node bed-2 is offline",
