@@ -2,16 +2,17 @@
 
 Pure and never raising: whatever the protocol refuses (or a decoder bug trips on) becomes a
 DeadLetter with the reason, so one bad payload costs one dead letter and nothing else. It runs
-in paho's network thread for every delivery, hence the topic cache.
+in the ingest writer's thread for every delivery, sharing the GIL with paho's network thread,
+hence the topic cache and the fast telemetry path.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 from sensornode import protocol
 from sensornode.wirefields import PROTOCOL_VERSION
 
@@ -87,46 +88,54 @@ def _telemetry(site: str, node: str, payload: bytes, received_at: float) -> Tele
 _QUANTITIES = frozenset(protocol.QUANTITIES) | {
     f"{name}_{n}" for name in protocol.MULTI_QUANTITIES for n in range(1, protocol.MAX_CHANNELS + 1)
 }
-_MAX_SEQ = 2**53
-_LIMIT = 1e300  # sensornode.wirefields.is_number
+_Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+_Timestamp = Annotated[float, msgspec.Meta(ge=1e9, lt=1e10)]  # sensornode.wirefields.timestamp
+_Value = Annotated[float, msgspec.Meta(ge=-1e300, le=1e300)]  # sensornode.wirefields.is_number
+
+
+class _Entry(msgspec.Struct):
+    seq: _Seq
+    ts: _Timestamp
+    values: dict[str, _Value]
+
+
+class _TelemetryPayload(msgspec.Struct):
+    v: Literal[1]  # PROTOCOL_VERSION; msgspec refuses true and 1.0
+    batch: list[_Entry]
+
+
+_TELEMETRY_SHAPE = msgspec.json.Decoder(_TelemetryPayload)
+assert PROTOCOL_VERSION == 1, "update _TelemetryPayload.v"
 
 
 def _fast_telemetry(node: str, payload: bytes, received_at: float) -> list[Reading] | None:
     """The readings of a payload of the usual shape, as protocol.decode_telemetry reads them;
     None for anything else (refused or merely unusual), which the protocol then decodes.
 
-    Telemetry is nearly all of the traffic and decoding runs in paho's thread, where it adds
-    to paho's own time per message; checking types directly here takes half as long. Every
-    check is the protocol's or stricter, so this can only accept what the protocol accepts
-    (tests/test_ingest_fuzz.py compares the two)."""
+    Telemetry is nearly all of the traffic: msgspec checks the shape and the bounds in C, in a
+    fifth of the time json.loads and type checks in Python take. Every check is the protocol's
+    or stricter, so this can only accept what the protocol accepts (tests/test_ingest_fuzz.py
+    compares the two)."""
+    # msgspec does not look inside fields it skips; the protocol refuses any non-UTF-8 payload.
+    if not payload.isascii():
+        try:
+            payload.decode()
+        except UnicodeDecodeError:
+            return None
     try:
-        obj = json.loads(payload.decode())
-    except (ValueError, RecursionError):
+        batch = _TELEMETRY_SHAPE.decode(payload).batch
+    except msgspec.DecodeError:  # ValidationError included
         return None
-    if type(obj) is not dict or type(obj.get("v")) is not int or obj["v"] != PROTOCOL_VERSION:
-        return None
-    batch = obj.get("batch")
-    if type(batch) is not list or not batch:
+    if not batch:
         return None
     readings = []
     for entry in batch:
-        if type(entry) is not dict:
+        values = entry.values
+        if not values or not _QUANTITIES.issuperset(values):
             return None
-        seq, ts, values = entry.get("seq"), entry.get("ts"), entry.get("values")
-        if type(seq) is not int or not 0 <= seq <= _MAX_SEQ:
-            return None
-        if (type(ts) is not float and type(ts) is not int) or not 1e9 <= ts < 1e10:
-            return None
-        ts = float(ts)
-        if type(values) is not dict or not values:
-            return None
-        for quantity, value in values.items():
-            if quantity not in _QUANTITIES:
-                return None
-            if (type(value) is not float and type(value) is not int) or not (
-                    -_LIMIT <= value <= _LIMIT):
-                return None
-            readings.append(Reading(node, seq, ts, quantity, float(value), received_at))
+        seq, ts = entry.seq, entry.ts
+        readings += [Reading(node, seq, ts, quantity, value, received_at)
+                     for quantity, value in values.items()]
     return readings
 
 

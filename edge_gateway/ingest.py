@@ -1,12 +1,15 @@
 """The gateway daemon's ingest path: MQTT (paho) → protocol decode → batched SQLite → PUBACK.
 
-paho's network thread only decodes each delivery (edge_gateway.decoding) and queues it; the
-writer thread (edge_gateway.writer) stores batches, one transaction each, and acknowledges a
-batch's deliveries (manual_ack) only after its commit. The session is persistent
-(clean_session=False), so a crash or restart loses nothing: the broker redelivers what was not
-acknowledged, and the store's (node, seq) dedup makes that harmless. Payloads the protocol
-refuses are kept as dead letters and acknowledged, so one bad node can neither crash the
-gateway nor block its queue with endless redelivery.
+paho's network thread only queues each delivery as it came; the writer thread
+(edge_gateway.writer) decodes it (edge_gateway.decoding), stores batches, one transaction each,
+and acknowledges a batch's deliveries (manual_ack) only after its commit. paho's thread is the
+bottleneck (a bare paho subscriber spends nearly all its time there), and the two threads share
+one GIL, so every microsecond of Python kept out of it counts (bench/ingest.py).
+
+The session is persistent (clean_session=False), so a crash or restart loses nothing: the
+broker redelivers what was not acknowledged, and the store's (node, seq) dedup makes that
+harmless. Payloads the protocol refuses are kept as dead letters and acknowledged, so one bad
+node can neither crash the gateway nor block its queue with endless redelivery.
 
 A delivery is acknowledged only on the connection it came on: after a reconnect the broker
 resends what was unacknowledged, possibly reusing message ids, so acknowledging an old mid on
@@ -122,6 +125,7 @@ class Gateway:
         self.batch_linger_s = batch_linger_s
         self.max_pending = max_pending
         self._counts = IngestStats()
+        self._stored = threading.Condition()  # notified after each commit is counted
         self._decoder = Decoder(self.site)
         self._writer: BatchWriter | None = None
         self._time: TimeBroadcaster | None = None  # started once connected
@@ -177,8 +181,9 @@ class Gateway:
             store.close()
             raise
         self._gaps.start()
-        self._writer = BatchWriter(store, self._ack, self._committed, max_batch=self.batch_max,
-                                   linger_s=self.batch_linger_s, max_pending=self.max_pending)
+        self._writer = BatchWriter(store, self._decoder.decode, self._ack, self._committed,
+                                   max_batch=self.batch_max, linger_s=self.batch_linger_s,
+                                   max_pending=self.max_pending)
         self._writer.start()
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -243,6 +248,13 @@ class Gateway:
                 raise TimeoutError(
                     f"not connected to the MQTT broker at {self.broker} within {timeout:g} s"
                 )
+
+    def wait_stored(self, count: int, timeout: float) -> bool:
+        """Block until `count` messages (dead letters included) have been committed since
+        start(), or `timeout` seconds; whether they were. Cheaper than polling `stats`: the
+        writer wakes the caller once per commit."""
+        with self._stored:
+            return self._stored.wait_for(lambda: self._counts.messages >= count, timeout)
 
     def run_forever(self) -> None:
         """Run until SIGINT/SIGTERM (then stop cleanly) or until the broker refuses us."""
@@ -346,13 +358,12 @@ class Gateway:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = repr(msg._topic)  # brokers should refuse these; keep the evidence anyway
-        payload = bytes(msg.payload)
-        message = self._decoder.decode(topic, payload, received_at)
         writer = self._writer
         if writer is not None:
             # Blocks while the writer's queue is full (backpressure); refused once stopping,
             # and then not acknowledged: the broker sends it again to the next session.
-            writer.put(Delivery(message, msg.mid, msg.qos, self._session, topic, payload))
+            writer.put(Delivery(topic, bytes(msg.payload), msg.mid, msg.qos, self._session,
+                                received_at))
 
     # ---- after a commit (run in the writer's thread) ----
 
@@ -371,8 +382,10 @@ class Gateway:
                      "(the broker resends them; they are stored once)", stale)
 
     def _committed(self, messages: list[Message], result: WriteResult) -> None:
-        self._counts.messages += len(messages)
         self._report(result, messages)
+        with self._stored:
+            self._counts.messages += len(messages)
+            self._stored.notify_all()
         self._track(messages)
 
     def _track(self, messages: list[Message]) -> None:

@@ -1,5 +1,5 @@
-"""The ingest path's writer thread: decoded deliveries in, one SQLite transaction per batch,
-then the MQTT acknowledgements of exactly what that transaction stored.
+"""The ingest path's writer thread: MQTT deliveries in, decoded and stored in one SQLite
+transaction per batch, then the MQTT acknowledgements of exactly what that transaction stored.
 
 Batching. A batch closes when it holds `max_batch` deliveries, or `linger_s` after its first
 one arrived, or as soon as nothing more is queued if `linger_s` is 0 (the default: group
@@ -49,15 +49,15 @@ BACKOFF_MIN_S, BACKOFF_MAX_S = 0.05, 5.0
 
 
 class Delivery(NamedTuple):
-    """One decoded MQTT delivery, what acknowledging it takes, and the raw delivery (kept as
-    a dead letter should the store refuse the decoded message)."""
+    """One MQTT delivery as it came, and what acknowledging it takes. The writer decodes it:
+    paho's network thread only queues it, which keeps that thread's time per message short."""
 
-    message: Message
+    topic: str
+    payload: bytes
     mid: int
     qos: int
     session: int  # the connection it came on: a mid means nothing on another one
-    topic: str
-    payload: bytes
+    received_at: float
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ class Refused:
     reason: str
 
 
+Decode = Callable[[str, bytes, float], Message]  # never raises: refused → a DeadLetter
 AckBatch = Callable[[Sequence[Delivery]], None]
 OnCommit = Callable[[list[Message], WriteResult], None]
 
@@ -100,6 +101,7 @@ class BatchWriter:
     def __init__(
         self,
         store: Store,
+        decode: Decode,
         ack: AckBatch,
         on_commit: OnCommit,
         max_batch: int = DEFAULT_MAX_BATCH,
@@ -117,6 +119,7 @@ class BatchWriter:
         self.linger_s = linger_s
         self.max_pending = max_pending
         self.stats = WriterStats()
+        self._decode = decode
         self._ack = ack
         self._on_commit = on_commit
         self._queue: queue.SimpleQueue[Delivery | _Stop] = queue.SimpleQueue()
@@ -204,23 +207,23 @@ class BatchWriter:
         return batch, stopping
 
     def _commit(self, batch: list[Delivery]) -> None:
-        messages = [delivery.message for delivery in batch]
+        decode = self._decode
+        messages = [decode(d.topic, d.payload, d.received_at) for d in batch]
         outcome = self._write(messages)
         if isinstance(outcome, Refused):
             # Not the database's fault: find the message(s) it refuses, keep the rest.
-            for delivery in batch:
-                self._commit_alone(delivery)
+            for delivery, message in zip(batch, messages, strict=True):
+                self._commit_alone(delivery, message)
         elif outcome is not None:
             self._stored(batch, messages, outcome)
 
-    def _commit_alone(self, delivery: Delivery) -> None:
-        outcome = self._write([delivery.message])
+    def _commit_alone(self, delivery: Delivery, message: Message) -> None:
+        outcome = self._write([message])
         if isinstance(outcome, Refused):
             letter = DeadLetter(delivery.topic, delivery.payload,
-                                f"could not be stored: {outcome.reason}",
-                                delivery.message.received_at)
+                                f"could not be stored: {outcome.reason}", delivery.received_at)
             log.error("%s from %s could not be stored (%s); keeping it as a dead letter",
-                      type(delivery.message).__name__, delivery.topic, outcome.reason)
+                      type(message).__name__, delivery.topic, outcome.reason)
             outcome = self._write([letter])
             if isinstance(outcome, Refused):  # even the raw bytes: leave it unacknowledged
                 log.error("could not store the dead letter either (%s)", outcome.reason)
@@ -228,7 +231,7 @@ class BatchWriter:
             if outcome is not None:
                 self._stored([delivery], [letter], outcome)
         elif outcome is not None:
-            self._stored([delivery], [delivery.message], outcome)
+            self._stored([delivery], [message], outcome)
 
     def _stored(self, batch: Sequence[Delivery], messages: list[Message],
                 result: WriteResult) -> None:

@@ -125,6 +125,16 @@ def test_telemetry_rows_land(gateway: Gateway, node: FakeNode, store: Store) -> 
     assert store.nodes()[0].last_seen is not None
 
 
+def test_wait_stored_returns_once_the_messages_are_committed(
+    gateway: Gateway, node: FakeNode, store: Store
+) -> None:
+    assert gateway.wait_stored(1, 0.05) is False  # nothing sent yet: times out
+    for seq in range(1, 3):
+        node.telemetry(seq, soil_moisture=40.0)
+    assert gateway.wait_stored(2, WAIT_S) is True
+    assert store.counts()["readings"] == 2  # committed before it returned
+
+
 def test_same_seq_delivered_twice_is_stored_once(
     gateway: Gateway, node: FakeNode, store: Store
 ) -> None:
@@ -423,7 +433,6 @@ def test_stop_stores_and_acknowledges_what_is_queued(
 def test_a_delivery_from_an_ended_connection_is_stored_but_not_acknowledged(
     gateway: Gateway,
 ) -> None:
-    message = DeadLetter("nt/home/bed-1/telemetry", b"{", "telemetry: not JSON", T0)
-    old = Delivery(message, 7, 1, gateway._session - 1, message.topic, message.payload)
+    old = Delivery("nt/home/bed-1/telemetry", b"{", 7, 1, gateway._session - 1, T0)
     gateway._ack([old])  # a PUBACK for mid 7 now could acknowledge another message
     assert gateway.stats.not_acked_reconnected == 1

@@ -252,3 +252,31 @@ def test_fast_telemetry_decoder_agrees_with_the_protocol(obj: dict[str, Any]) ->
     if fast is not None:
         assert [(r.seq, r.ts, r.quantity, r.value) for r in fast] == expected
         assert all(type(r.value) is float and math.isfinite(r.value) for r in fast)
+
+
+def test_fast_telemetry_decoder_takes_the_usual_shape() -> None:
+    # The agreement test above passes trivially if the fast path declines everything.
+    payload = protocol.encode_telemetry([
+        {"seq": 7, "ts": T0, "values": {"soil_moisture": 41.5, "pump": 0}},
+        {"seq": 8, "ts": int(T0) + 1, "values": {"soil_temperature_2": -3}},
+    ])
+    fast = _fast_telemetry("bed-1", payload, T0 + 5)
+    assert fast is not None
+    assert [(r.node, r.seq, r.ts, r.quantity, r.value, r.received_at) for r in fast] == [
+        ("bed-1", 7, T0, "soil_moisture", 41.5, T0 + 5), ("bed-1", 7, T0, "pump", 0.0, T0 + 5),
+        ("bed-1", 8, T0 + 1, "soil_temperature_2", -3.0, T0 + 5)]
+    assert all(type(r.ts) is float and type(r.value) is float for r in fast)
+
+
+@pytest.mark.parametrize("payload", [
+    # msgspec skips unknown fields without looking at them; the protocol refuses the payload.
+    b'{"v": 1, "note": "\xff", "batch": [{"seq": 1, "ts": 1790000000, "values": {"pump": 1}}]}',
+    b'{"v": true, "batch": [{"seq": 1, "ts": 1790000000, "values": {"pump": 1}}]}',
+    b'{"v": 1, "batch": [{"seq": 1, "ts": 1790000000, "values": {"pump": true}}]}',
+    b'{"v": 1, "batch": [{"seq": 1, "ts": 1790000000, "values": {"pump": NaN}}]}',
+    b'{"v": 1, "batch": [{"seq": 1, "ts": 1790000000, "values": {"pump_1": 1}}]}',
+    b'{"v": 1, "batch": [{"seq": 1, "ts": 1790000000, "values": {}}]}',
+    b'{"v": 1, "batch": []}',
+])
+def test_fast_telemetry_decoder_declines_what_it_does_not_vouch_for(payload: bytes) -> None:
+    assert _fast_telemetry("bed-1", payload, T0) is None

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sensornode import protocol
 
-from edge_gateway.store import DeadLetter, Message, Reading, Store, Telemetry, WriteResult
+from edge_gateway.decoding import Decoder
+from edge_gateway.store import DeadLetter, Message, Store, Telemetry, WriteResult
 from edge_gateway.writer import BatchWriter, Delivery, database_failed
 from testkit.procs import wait_for
 
@@ -20,9 +22,9 @@ WAIT_S = 10.0
 
 
 def delivery(seq: int, node: str = "bed-1", session: int = 1) -> Delivery:
-    reading = Reading(node, seq, T0 + seq, "soil_moisture", 40.0 + seq, T0 + seq + 1)
-    message = Telemetry("home", node, (reading,), T0 + seq + 1)
-    return Delivery(message, seq, 1, session, f"nt/home/{node}/telemetry", b"raw %d" % seq)
+    payload = protocol.encode_telemetry(
+        [{"seq": seq, "ts": T0 + seq, "values": {"soil_moisture": 40.0 + seq}}])
+    return Delivery(f"nt/home/{node}/telemetry", payload, seq, 1, session, T0 + seq + 1)
 
 
 class Recorder:
@@ -68,7 +70,8 @@ def store(tmp_path: Path) -> Iterator[GatedStore]:
 
 
 def make_writer(store: Store, recorder: Recorder, **kwargs: Any) -> BatchWriter:
-    writer = BatchWriter(store, recorder.ack, recorder.on_commit, **kwargs)
+    writer = BatchWriter(store, Decoder("home").decode, recorder.ack, recorder.on_commit,
+                         **kwargs)
     writer.start()
     return writer
 
@@ -176,7 +179,7 @@ def test_a_message_the_store_refuses_becomes_a_dead_letter_and_the_rest_are_kept
     original_write = Store.write
 
     def refuse_seq_2(self: Store, messages: Sequence[Message]) -> WriteResult:
-        if any(m is poison.message for m in messages):
+        if any(isinstance(m, Telemetry) and m.readings[0].seq == 2 for m in messages):
             raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
         return original_write(self, messages)
 
