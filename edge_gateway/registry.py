@@ -14,8 +14,8 @@ one-off incident (`dropped`, `torn` outbox records, a `refused` command: reports
 that happened, with no recovery to wait for). Faults from before the node's current boot are
 not open either: components start afresh at boot and report again if still broken.
 
-The config version a node applied is read from the `nodes.config_version` column once the
-store has one; until then it is None.
+The config version a node applied is what its latest birth said (`nodes.config_version`);
+None until it has applied one.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ ONLINE, OFFLINE, STALE, UNKNOWN = "online", "offline", "stale", "unknown"
 RECOVERED_STATES = frozenset({"ok"})
 INCIDENT_STATES = frozenset({"dropped", "torn", "refused"})
 STALE_AFTER_S = 300.0
-CONFIG_VERSION_COLUMN = "config_version"
 
 
 @dataclass(frozen=True)
@@ -99,23 +98,17 @@ def open_faults(store: Store, node: str | None = None) -> list[Fault]:
     return [Fault(*row) for row in store.query(sql, params)]
 
 
-def _has_config_version(store: Store) -> bool:
-    return any(row[1] == CONFIG_VERSION_COLUMN
-               for row in store.query("PRAGMA table_info(nodes)"))
-
-
 def fleet(store: Store, now: float, stale_after_s: float = STALE_AFTER_S,
           per_node: Mapping[str, float] | None = None) -> list[NodeState]:
     """Every node the store knows, by name; `per_node` overrides `stale_after_s` by node."""
     per_node = per_node or {}
-    config = CONFIG_VERSION_COLUMN if _has_config_version(store) else "NULL"
     faults: dict[str, list[Fault]] = {}
     for fault in open_faults(store):
         faults.setdefault(fault.node, []).append(fault)
     states = []
     for node, site, online, last_seen, changed_at, role, fw, board, applied in store.query(
             "SELECT node, site, online, last_seen, changed_at, role, fw, board,"
-            f" {config} FROM nodes ORDER BY node"):
+            " config_version FROM nodes ORDER BY node"):
         status = None if online is None else bool(online)
         limit = per_node.get(node, stale_after_s)
         states.append(NodeState(

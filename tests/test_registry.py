@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -143,13 +144,11 @@ def test_a_fault_from_before_the_current_boot_is_not_open(store: Store) -> None:
     assert [f.seq for f in open_faults(store)] == [64]
 
 
-def test_config_version_is_none_until_the_store_records_it(store: Store) -> None:
+def test_config_version_is_what_the_node_last_said_it_applied(store: Store) -> None:
     store.write([birth("bed-1", T0)])
     assert fleet(store, T0)[0].config_version is None
-    # A later schema adds the column; the registry picks it up without a change.
-    store.query("ALTER TABLE nodes ADD COLUMN config_version TEXT")
-    store.query("UPDATE nodes SET config_version = '0123456789ab'")
-    assert fleet(store, T0)[0].config_version == "0123456789ab"
+    store.write([replace(birth("bed-1", T0 + 1), config_version="0123456789ab")])
+    assert fleet(store, T0 + 1)[0].config_version == "0123456789ab"
 
 
 def test_the_watcher_logs_once_when_a_node_goes_and_once_when_it_returns(
