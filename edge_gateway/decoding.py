@@ -148,6 +148,7 @@ def _status(site: str, node: str, payload: bytes, received_at: float) -> Status:
         fw=status["fw"], board=status["board"], uptime_s=status["uptime_s"],
         seq_next=status["seq_next"],
         seq_last=status["seq_last"],
+        config_version=status["config"],
     )
 
 

@@ -39,6 +39,7 @@ class Status:
     uptime_s: int = 0
     seq_next: int = 0
     seq_last: int | None = None  # the last seq the node's earlier boots took, when it knows
+    config_version: str = ""  # the desired config version the node has applied ("" none)
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # only seq_last+1 .. seq_next-1 went unused and anything else absent below is lost.
         "ALTER TABLE boots ADD COLUMN seq_last INTEGER",
     ),
+    (
+        # The desired config version the node says it applied (its birth's "config").
+        "ALTER TABLE nodes ADD COLUMN config_version TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 TABLES = ("readings", "events", "nodes", "acks", "dead_letters", "boots", "gaps")
@@ -293,16 +297,18 @@ class Store:
         if message.online:
             db.execute(
                 """INSERT INTO nodes (node, site, online, role, fw, board, seq_next, uptime_s,
-                                      last_seen, changed_at)
-                   VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?)
+                                      last_seen, changed_at, config_version)
+                   VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (node) DO UPDATE SET
                        site = excluded.site, online = 1, role = excluded.role,
                        fw = excluded.fw, board = excluded.board, seq_next = excluded.seq_next,
                        uptime_s = excluded.uptime_s,
                        last_seen = max(coalesce(last_seen, 0), excluded.last_seen),
-                       changed_at = coalesce(excluded.changed_at, changed_at)""",
+                       changed_at = coalesce(excluded.changed_at, changed_at),
+                       config_version = excluded.config_version""",
                 (message.node, message.site, message.role, message.fw, message.board,
-                 message.seq_next, message.uptime_s, message.received_at, changed_at),
+                 message.seq_next, message.uptime_s, message.received_at, changed_at,
+                 message.config_version or None),
             )
             db.execute("INSERT OR IGNORE INTO boots (node, seq_next, seq_last, received_at)"
                        " VALUES (?, ?, ?, ?)",

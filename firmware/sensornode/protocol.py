@@ -136,6 +136,7 @@ def encode_status(
     seq_next: int = 0,
     ts: float = 0.0,
     seq_last: "int | None" = None,
+    config_version: str = "",
 ) -> bytes:
     if not online:
         return dump({"online": False})
@@ -150,6 +151,8 @@ def encode_status(
     }
     if seq_last is not None and 0 <= seq_last < seq_next:
         obj["seq_last"] = seq_last
+    if config_version:
+        obj["config"] = config_version
     return dump(obj)
 
 
@@ -165,6 +168,7 @@ def decode_status(payload: "bytes | str") -> "dict[str, Any]":
     seq_last = None
     if "seq_last" in obj:
         seq_last = int_field(obj, "status", "seq_last", 0, seq_next - 1)
+    config_version = str_field(obj, "status", "config", 32) if "config" in obj else ""
     return {
         "online": True,
         "role": role,
@@ -173,6 +177,7 @@ def decode_status(payload: "bytes | str") -> "dict[str, Any]":
         "uptime_s": uptime_s,
         "seq_next": seq_next,
         "seq_last": seq_last,
+        "config": config_version,
         "ts": timestamp(obj, "status"),
     }
 
