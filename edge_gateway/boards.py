@@ -48,6 +48,7 @@ PIN_ROLES: dict[str, str] = {
     "status_led": "indicator",
     **{f"diffuser_{n}": "pwm" for n in range(1, 5)},
     **{f"tank_switch_{n}": "input" for n in range(1, 3)},
+    "arm_switch": "input",  # drone payload arm switch to GND (pulled up: open = disarmed)
     "i2c_sda": "bus",
     "i2c_scl": "bus",
     "onewire": "bus",

@@ -12,7 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge_gateway import audit, config_cli, logs, settings
+from edge_gateway import audit, cli_site, config_cli, logs, settings
+from edge_gateway.cli_aroma import add_setpoint_parser
 from edge_gateway.commands import CommandError, InvalidCommand, send_command
 from edge_gateway.config_checks import ConfigErrors
 from edge_gateway.daemon import Daemon
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="only gaps still open (not filled by late arrivals)")
     gaps.set_defaults(handler=_gaps)
     add_export_parser(commands)
+    add_setpoint_parser(commands)
 
     irrigate = commands.add_parser("irrigate", help="water a garden bed and wait for the ack")
     irrigate.add_argument("node", metavar="NODE")
@@ -104,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_log.add_argument("--limit", metavar="N", type=_whole_number, default=50,
                            help="the newest N entries (default %(default)s)")
     audit_log.set_defaults(handler=_audit)
+    cli_site.add_parsers(commands, _add_broker_options, _add_db_option)  # estop, config push
 
     # The demo's own options are defined by edge_gateway.demo, imported only when it runs.
     demo = commands.add_parser("demo", help="run the demo: broker, gateway and emulated nodes "

@@ -28,6 +28,7 @@ from edge_gateway import audit
 from edge_gateway.signing import KeyFileError, Signer
 
 KEEPALIVE_S = 30
+EXPIRY_MARGIN_S = 30.0  # node and gateway clocks may differ by this much
 
 
 class CommandError(Exception):
@@ -83,7 +84,11 @@ def send_command(
     topic = check_command(site, node, action, params)
     cmd_id = secrets.token_hex(8)
     try:
-        counter, payload = signer.sign(node, cmd_id, action, params, time.time())
+        now = time.time()
+        # Stale after the exchange could have ended: a command held up somewhere (a broker
+        # queue, a reconnecting node) is refused rather than obeyed late.
+        counter, payload = signer.sign(node, cmd_id, action, params, now,
+                                       expires=round(now + timeout_s + EXPIRY_MARGIN_S, 3))
         protocol.decode_command(payload)  # what the node will decode, counter included
     except (KeyFileError, protocol.ProtocolError) as exc:
         raise InvalidCommand(str(exc)) from exc

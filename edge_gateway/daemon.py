@@ -9,7 +9,9 @@ for, started together and stopped in reverse order.
 - Home Assistant ([homeassistant] enabled): discovery per node, a retained state document
   after each committed batch, HA's switches and numbers turned into audited commands;
 - node refusals (forged, replayed, misdirected commands) copied into the audit log as they
-  arrive.
+  arrive;
+- the Pi's own hardware ([local_hardware], edge_gateway.daemon_hw): the e-stop button and the
+  site e-stop, the status LED, the master valve, the local I2C sensors.
 Each service has its own Store (one SQLite connection per thread); a service that fails is
 logged and the rest go on.
 """
@@ -25,12 +27,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
+from gpiozero import Factory
 from sensornode import protocol
 
 from edge_gateway import audit
 from edge_gateway.commands import CommandError, send_command
 from edge_gateway.config import Config
 from edge_gateway.config_desired import desired_node_configs
+from edge_gateway.daemon_hw import LocalSite, build_local_site
 from edge_gateway.history import HistoryMaintainer, RetentionPolicy
 from edge_gateway.homeassistant import NodeDescription
 from edge_gateway.homeassistant_bridge import HomeAssistantBridge
@@ -51,14 +55,31 @@ HA_DIFFUSE_S = 300
 
 
 class Daemon:
-    """Attach to a Gateway before it starts (`attach`), stop after it stopped (`stop`)."""
+    """Attach to a Gateway before it starts (`attach`), stop after it stopped (`stop`).
+
+    `pin_factory` and `i2c_factory` are for [local_hardware]: None means the real ones, which
+    exist only on a Raspberry Pi (elsewhere the constructor raises ConfigErrors saying so)."""
 
     def __init__(self, config: Config, gateway: Gateway, keys: KeyRing,
-                 rule_interval_s: float = 10.0, clock: Callable[[], float] = time.time) -> None:
+                 rule_interval_s: float = 10.0, clock: Callable[[], float] = time.time,
+                 pin_factory: Factory | None = None,
+                 i2c_factory: Callable[[], Any] | None = None) -> None:
         self.config = config
         self.gateway = gateway
         self.clock = clock
         self.db_path = Path(gateway.db_path)
+        # First: a config this machine cannot run fails before anything is started.
+        self.local: LocalSite | None = build_local_site(config, self.db_path, pin_factory,
+                                                        i2c_factory, clock)
+        try:
+            self._build_services(keys, rule_interval_s)
+        except BaseException:
+            if self.local is not None:
+                self.local.stop()
+            raise
+
+    def _build_services(self, keys: KeyRing, rule_interval_s: float) -> None:
+        config, clock = self.config, self.clock
         self._stores: list[Store] = []
         self.signer = Signer(self._store(), keys, clock)
         self._commands = ThreadPoolExecutor(COMMAND_WORKERS, thread_name_prefix="neoterra-cmd")
@@ -96,14 +117,22 @@ class Daemon:
         self.watcher.start()
         if self.rules is not None:
             self.rules.start()
-        log.info("daemon services: history, stale watch%s%s",
+        if self.local is not None:
+            self.gateway.on_client.append(self.local.client_ready)
+            self.gateway.on_connected.append(self.local.connected)
+            self.gateway.after_commit.append(self.local.committed)
+            self.local.start()
+        log.info("daemon services: history, stale watch%s%s%s",
                  f", {len(self.rules.rules.rules)} rules" if self.rules else "",
-                 ", Home Assistant" if self.config.homeassistant.enabled else "")
+                 ", Home Assistant" if self.config.homeassistant.enabled else "",
+                 ", local hardware" if self.local is not None else "")
 
     def stop(self) -> None:
         """Stop the services (the gateway has stopped: nothing is committed any more)."""
         if self.rules is not None:
             self.rules.stop()
+        if self.local is not None:
+            self.local.stop()  # the master valve closes first
         self._commands.shutdown(wait=True, cancel_futures=True)
         self.watcher.stop()
         self.maintainer.stop()

@@ -129,10 +129,10 @@ class Signer:
         return counter
 
     def sign(self, node: str, cmd_id: str, action: str, params: dict[str, Any],
-             ts: float) -> tuple[int, bytes]:
+             ts: float, expires: float = 0) -> tuple[int, bytes]:
         """(counter, payload) of the signed command. The key is read before a counter is
         taken, so a node without a key costs nothing."""
         key = self.keys.key(node)
         counter = self.next_counter(node)
-        unsigned = protocol.encode_command(cmd_id, action, params, ts, node, counter)
+        unsigned = protocol.encode_command(cmd_id, action, params, ts, node, counter, expires)
         return counter, protocol.sign_command(unsigned, signature(key, unsigned))

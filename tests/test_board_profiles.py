@@ -93,7 +93,7 @@ def test_examples_are_valid() -> None:
          "use a GPIO number"),
         (ESP32, {"pin_pump_relay": "26"}, "pins.pump_relay: '26' is not a pin name"),
         (ESP32, {"pin_pump_relay": 2.5}, "pins.pump_relay: must be a GPIO number or a pin name"),
-        (ESP32, {"pin_fan": 27}, "pins.fan: unknown pin role; known roles are diffuser_1, "),
+        (ESP32, {"pin_fan": 27}, "pins.fan: unknown pin role; known roles are arm_switch, "),
         (ESP32, {"chip": "esp8266"}, "chip: 'esp8266' is not a known chip; use one of esp32, "
                                      "esp32s3, rp2040"),
         (ESP32, {"role": "tractor"}, "role: must be one of garden, drone, got 'tractor'"),

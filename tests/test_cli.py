@@ -11,14 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sensornode.protocol import decode_estop
 
 from edge_gateway.cli import main
+from edge_gateway.config import load_config
+from edge_gateway.config_desired import desired_node_configs
 from edge_gateway.settings import BrokerAddress, parse_broker
 from edge_gateway.signing import KeyRing
 from edge_gateway.store import Reading, Status, Store, Telemetry
 from testkit.mosquitto import Mosquitto, free_port
 from testkit.procs import stop_process, wait_for
 from tests.test_commands import Script, ScriptedNode, answer_started
+from tests.test_daemon import Watcher
 from tests.test_ingest import T0, FakeNode
 
 WAIT_S = 10.0
@@ -414,3 +418,90 @@ def test_keygen_prints_a_new_key_once_and_irrigate_is_audited(mosquitto: Mosquit
     listed = neoterra("audit", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert "rule:dry-bed  bed-1  irrigate seconds=5  acked ok" in listed.stdout
+
+
+# ---- site commands: estop, reset-estop, config push -------------------------------------------
+
+
+def retained(broker: Mosquitto, topic_filter: str, count: int) -> dict[str, tuple[bytes, bool]]:
+    """The retained messages on a filter, as a client subscribing now gets them."""
+    watcher = Watcher(broker, topic_filter)
+    try:
+        wait_for(lambda: len(watcher.messages) >= count, WAIT_S, f"{count} retained messages")
+        return {topic: found[-1] for topic, found in watcher.messages.items()}
+    finally:
+        watcher.close()
+
+
+def test_estop_and_reset_estop_publish_the_retained_site_estop_and_are_audited(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    broker = f"127.0.0.1:{mosquitto.port}"
+    latched = neoterra("estop", "--reason", "hose burst", "--as", "ops", "--broker", broker,
+                       "--site", "allotment", cwd=tmp_path)
+    assert latched.returncode == 0, latched.stderr
+    assert "site allotment: e-stop latched" in latched.stdout
+    payload, was_retained = retained(mosquitto, "nt/allotment/estop", 1)["nt/allotment/estop"]
+    estop = decode_estop(payload)
+    assert was_retained and (estop["latched"], estop["by"], estop["reason"]) == (
+        True, "ops", "hose burst")
+    reset = neoterra("reset-estop", "--as", "ops", "--broker", broker, "--site", "allotment",
+                     cwd=tmp_path)
+    assert reset.returncode == 0, reset.stderr
+    payload, _ = retained(mosquitto, "nt/allotment/estop", 1)["nt/allotment/estop"]
+    assert decode_estop(payload)["latched"] is False
+    listed = neoterra("audit", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert [line.split("  ", 1)[1] for line in lines] == [
+        "ops  *  estop reason=hose burst site=allotment  published (retained on "
+        "nt/allotment/estop)",
+        "ops  *  reset-estop site=allotment  published (retained on nt/allotment/estop)"]
+
+
+def test_estop_without_a_broker_exits_1_and_the_audit_says_not_sent(tmp_path: Path) -> None:
+    result = neoterra("estop", "--as", "ops", "--broker", f"127.0.0.1:{free_port()}",
+                      cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cannot reach the MQTT broker" in result.stderr
+    listed = neoterra("audit", cwd=tmp_path)
+    assert "ops  *  estop site=home  not sent (cannot reach the MQTT broker" in listed.stdout
+
+
+@pytest.mark.parametrize("args", [["--timeout", "0"], ["--reason", "x" * 201],
+                                  ["--as", "unknown"]])
+def test_bad_estop_arguments_are_usage_errors_and_publish_nothing(tmp_path: Path,
+                                                                  args: list[str]) -> None:
+    result = neoterra("estop", *args, "--broker", f"127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "(see neoterra estop --help)" in result.stderr
+    assert not (tmp_path / "neoterra.db").exists()
+
+
+def test_config_push_publishes_each_desired_config_retained(mosquitto: Mosquitto,
+                                                            tmp_path: Path) -> None:
+    config = gateway_config(tmp_path / "etc", mosquitto.port)
+    result = neoterra("config", "push", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    desired = desired_node_configs(load_config(config))
+    assert result.stdout.splitlines() == [
+        f"{name}: config version {desired[name].version} published on "
+        f"nt/allotment/{name}/config" for name in ("bed-1", "drone-1")]
+    found = retained(mosquitto, "nt/allotment/+/config", 2)
+    assert found == {f"nt/allotment/{name}/config": (desired[name].payload(), True)
+                     for name in ("bed-1", "drone-1")}
+
+
+def test_config_push_with_a_bad_config_publishes_nothing(tmp_path: Path) -> None:
+    config = gateway_config(tmp_path, 1883, 'host = ""\n')
+    result = neoterra("config", "push", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "broker.host: must be non-empty text" in result.stderr
+
+
+def test_gateway_run_with_local_hardware_off_a_pi_says_it_needs_one(tmp_path: Path) -> None:
+    config = gateway_config(tmp_path, free_port(), "[local_hardware.estop_button]\npin = 17\n")
+    result = neoterra("gateway", "run", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "local_hardware: needs a Raspberry Pi's GPIO, but this is" in result.stderr
+    assert not (tmp_path / "state" / "gw.db").exists()  # nothing was started
