@@ -36,10 +36,12 @@ unit: setup-test
 hil: setup-test
 	$(BIN)/python -m pytest hil_tests $(PYTEST_ARGS)
 
-# Long fault soaks: 200 power cuts of a reporting node (make test runs 10).
+# Long runs: 200 power cuts of a reporting node (make test runs 10), and the drone's aroma
+# loop holding a setpoint in real time (make test runs it in simulated time).
 soak: setup-test
 	NT_POWER_CUTS=200 $(BIN)/python -m pytest hil_tests/test_resilience.py -k power_cuts \
 		-o timeout=1800 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest hil_tests/soak_drone_setpoint.py $(PYTEST_ARGS)
 
 bench: setup-test
 	$(BIN)/python bench/run.py

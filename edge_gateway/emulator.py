@@ -12,6 +12,9 @@ state.json, pins.log, reset.json) and node.log (the node's stdout and stderr).
 
 A board that resets itself (machine.reset(), soft_reset(), deepsleep(ms)) exits and is started
 again here, after the sleep for deepsleep; kill() is a power cut, stop() a clean shutdown.
+The watchdog is hardware outside the CPU: once the board started machine.WDT, a board that
+stops feeding it is reset here with reset cause WDT_RESET, also when it is stuck where the
+emulated board's own check never runs, or crashed to the "REPL".
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ from edge_gateway.procutil import stop_process
 REPO = Path(__file__).resolve().parent.parent
 EMULATED_DIR = REPO / "boards" / "emulated"
 DEFAULT_ENTRY = REPO / "firmware" / "main.py"
-_STALE = ("state.json", "control.json", "pins.log", "reset.json", "state.json.tmp")
+_STALE = ("state.json", "control.json", "pins.log", "reset.json", "state.json.tmp", "wdt.json")
+_WDT_RESET = 3  # boards/emulated/emu.py WDT_RESET
+_WDT_POLL_S = 0.1
 
 
 class EmulatorError(RuntimeError):
@@ -164,6 +169,7 @@ class EmulatedNode:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         self.boots += 1
+        (self.emu_dir / "wdt.json").unlink(missing_ok=True)  # a reset stops the watchdog
         with open(self.log_path, "ab") as log:
             log.write(f"=== emulator: start {self.boots} ===\n".encode())
             log.flush()
@@ -193,7 +199,7 @@ class EmulatedNode:
 
     def _supervise(self, proc: subprocess.Popen[bytes], wake: threading.Event) -> None:
         while True:
-            code = proc.wait()
+            code = self._run_watched(proc, wake)
             reset = _read_json(self.emu_dir / "reset.json")
             with self._lock:
                 if not self._powered or self._proc is not proc:
@@ -210,6 +216,44 @@ class EmulatedNode:
                 if not self._powered:
                     return
                 proc = self._spawn()
+
+    def _run_watched(self, proc: subprocess.Popen[bytes], wake: threading.Event) -> int:
+        """Wait for the process to exit, resetting it when its watchdog is not fed in time."""
+        fed: tuple[object, object] | None = None
+        fed_at = time.monotonic()
+        timeout_s = 0.0
+        while True:
+            try:
+                code = proc.wait(timeout=_WDT_POLL_S)
+            except subprocess.TimeoutExpired:
+                code = None
+            wdt = _read_json(self.emu_dir / "wdt.json")
+            if isinstance(wdt, dict) and (wdt.get("boot"), wdt.get("feeds")) != fed:
+                fed = (wdt.get("boot"), wdt.get("feeds"))
+                fed_at = time.monotonic()
+                # The board writes feeds at most every period_ms: never bite before it could.
+                timeout_s = float(wdt.get("timeout_ms", 0) + wdt.get("period_ms", 0)) / 1000.0
+            if code is not None:
+                if fed is None or (self.emu_dir / "reset.json").exists():
+                    return code
+                # Crashed with the watchdog running: a board in the REPL is reset when it bites.
+                if wake.wait(max(0.0, fed_at + timeout_s - time.monotonic())):
+                    return code
+                self._watchdog_reset(f"the firmware stopped (exit {code})")
+                return code
+            if fed is not None and time.monotonic() - fed_at > timeout_s:
+                with self._lock:
+                    if not self._powered or self._proc is not proc:
+                        return proc.wait()
+                    proc.kill()
+                code = proc.wait()
+                self._watchdog_reset(f"not fed for {time.monotonic() - fed_at:.1f} s")
+                return code
+
+    def _watchdog_reset(self, why: str) -> None:
+        _write_json_atomic(self.emu_dir / "reset.json", {"cause": _WDT_RESET, "sleep_ms": 0})
+        with open(self.log_path, "ab") as log:
+            log.write(f"=== emulator: watchdog reset: {why} ===\n".encode())
 
     def _power_off(self, sig: int, grace: float) -> None:
         with self._lock:

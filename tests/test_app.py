@@ -159,16 +159,13 @@ def test_birth_then_telemetry_with_increasing_seq(
 
 
 @pytest.mark.usefixtures("fresh_emulation")
-def test_irrigate_runs_the_pump_for_n_seconds_then_refuses_overlap_and_excess(
+def test_irrigate_runs_the_pump_for_n_seconds_then_refuses_overlap_and_short_cycling(
     mosquitto: Mosquitto, observer: Observer, tmp_path: Path
 ) -> None:
     node = make_node(mosquitto, tmp_path)
 
     async def scenario() -> None:
         await until(lambda: observer.of(protocol.STATUS), 10, "node online")
-        observer.command("c-long", 99)  # over irrigation.max_run_s = 5
-        await until(lambda: observer.acks(), 5, "ack of the over-long command")
-        assert not pump_level()
         started = time.monotonic()
         observer.command("c-run", 1)
         await until(pump_level, 5, "pump on")
@@ -176,22 +173,31 @@ def test_irrigate_runs_the_pump_for_n_seconds_then_refuses_overlap_and_excess(
         observer.send(
             observer.signed("c-diffuse", "diffuse", {"channel": 1, "duty_pct": 50, "seconds": 5})
         )
-        await until(lambda: len(observer.acks()) == 4, 5, "acks of overlap and diffuse")
+        await until(lambda: len(observer.acks()) == 3, 5, "acks of overlap and diffuse")
         await until(lambda: not pump_level(), 5, "pump off")
         assert 0.9 <= time.monotonic() - started <= 3.0
-        await until(lambda: len(observer.events("pump")) == 2, 5, "pump on/off events")
+        observer.command("c-again", 1)  # within the pump's min_off_s (60 s by default)
+        await until(lambda: len(observer.acks()) == 4, 5, "ack of the short-cycling command")
+        await until(lambda: len(observer.events("pump")) == 3, 5, "pump on/off/refused events")
 
     run_with_node(node, scenario)
     acks = {a["id"]: a for a in observer.acks()}
-    assert acks["c-long"]["ok"] is False and "max_run_s" in acks["c-long"]["detail"]
     assert acks["c-run"]["ok"] is True and acks["c-run"]["result"] == "started"
+    assert acks["c-run"]["detail"] == "pump on for 1 s"
     overlap = acks["c-overlap"]
     assert overlap["ok"] is False and "pump already running" in overlap["detail"]
     assert acks["c-diffuse"]["ok"] is False
     assert acks["c-diffuse"]["detail"] == "diffuse is not something a garden node can do"
+    again = acks["c-again"]
+    assert (again["ok"], again["result"]) == (False, "refused")
+    assert again["detail"].startswith("refused: min_off_s=60, off only 0 s ago"), again
     events = observer.events("pump")
-    assert [(e["name"], e["state"]) for e in events] == [("pump", "on"), ("pump", "off")]
-    assert all(e["detail"] == "cmd c-run" for e in events)
+    assert [(e["kind"], e["state"]) for e in events] == [
+        ("actuator", "on"), ("actuator", "off"), ("actuator", "refused")]
+    assert events[0]["detail"] == "cmd c-run: pump on for 1 s"
+    assert events[1]["detail"] == "cmd c-run: done, 1 s as asked"
+    assert events[2]["detail"].startswith("cmd c-again: refused: min_off_s=60")
+    assert not pump_level()
 
 
 @pytest.mark.usefixtures("fresh_emulation")

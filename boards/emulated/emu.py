@@ -19,6 +19,12 @@
 #                "mode": "in"|"out"|"od"|"pwm", "level": 0|1|null, PWM: "duty_u16", "freq"}.
 #   reset.json   written here just before the process exits for machine.reset()/deepsleep();
 #                the launcher restarts the board, which reads it back as its reset cause.
+#   wdt.json     {"boot", "timeout_ms", "feeds", "period_ms"}: written when machine.WDT starts
+#                and on feeds at most every period_ms (a quarter of the timeout: little heap
+#                churn), so the launcher can bite when the CPU is stuck where nothing here runs.
+# Watchdog: machine.WDT cannot be stopped; on the first hardware access after its timeout
+# without a feed the board resets with WDT_RESET (and the launcher resets it the same way if
+# no hardware access comes at all). World condition hang_after_s hangs the CPU on purpose.
 # The world survives reboots: a new boot resumes it from state.json and advances it by the
 # wall-clock time the board was down (deep sleep, power cut). A power-on boot that resumes
 # a world was a power cut: the MQ-135 heater starts cold. Chips on the buses power up anew.
@@ -77,7 +83,8 @@ def _read_json(path):
 def _write_json(path, obj):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        f.write(json.dumps(obj))
+        # Streamed: no contiguous copy of the whole text on the board's (fragmented) heap.
+        json.dump(obj, f)
     os.rename(tmp, path)
 
 
@@ -103,7 +110,11 @@ class Emulation:
         self.history = []
         self.reporters = {}  # name -> callable returning a JSON-able dict for state.json
         self.wlan = {}  # interface -> state dict (network.py)
-        self.wdt = None
+        self.wdt = None  # the running machine.WDT: cannot be stopped until the next reset
+        self._wdt_feeds = 0
+        self._wdt_written = 0
+        self._hung = False
+        self.launched = False  # a board process of its own (get()), not in-process use
         self.irq_pads = []  # pads with a Pin.irq handler
         self._in_irq = False
         self.boot = 1
@@ -283,16 +294,66 @@ class Emulation:
     def poll(self):
         """Called on every hardware access: apply new control, refresh state.json (rate-limited)."""
         now = self.now_ms()
+        self._check_wdt(now)
         if self.irq_pads:
             self._check_irqs()
-        if self.dir is None:
-            return now
-        if now - self._last_control >= CONTROL_POLL_MS:
+        if self.dir is not None and now - self._last_control >= CONTROL_POLL_MS:
             self._last_control = now
             self._check_control(now)
+        hang_s = self.world.conditions.get("hang_after_s")
+        if hang_s and now >= hang_s * 1000:
+            self._hang(now)
+        if self.dir is None:
+            return now
         if now - self._last_state >= STATE_PERIOD_MS:
             self.write_state(now)
         return now
+
+    # ---- watchdog ---------------------------------------------------------------------
+
+    def wdt_start(self, wdt):
+        """machine.WDT(timeout=...) started (or re-initialised): it is fed as of now."""
+        self.wdt = wdt
+        self.reporters["wdt"] = wdt._report
+        self._write_wdt()
+
+    def wdt_fed(self):
+        self._wdt_feeds += 1
+        if self.wdt.fed_ms - self._wdt_written >= self._wdt_period():
+            self._write_wdt()
+
+    def _wdt_period(self):
+        return max(100, self.wdt.timeout // 4)
+
+    def _write_wdt(self):
+        if self.dir:
+            self._wdt_written = self.wdt.fed_ms
+            _write_json(self.dir + "/wdt.json", {"boot": self.boot, "feeds": self._wdt_feeds,
+                                                 "timeout_ms": self.wdt.timeout,
+                                                 "period_ms": self._wdt_period()})
+
+    def _check_wdt(self, now):
+        wdt = self.wdt
+        if wdt is not None and now - wdt.fed_ms > wdt.timeout:
+            print("emulator: watchdog not fed for %d ms (timeout %d ms)"
+                  % (now - wdt.fed_ms, wdt.timeout))
+            self.request_reset(WDT_RESET)
+
+    def _hang(self, now):
+        """The CPU stops (world condition hang_after_s): nothing runs until the watchdog bites;
+        without one the board stays hung until power is cut (EmulatedNode.kill)."""
+        if not self._hung:
+            self._hung = True
+            print("emulator: CPU hung at %d ms of uptime" % now)
+            self.write_state(now)
+        if not self.launched:  # in-process (tests, maybe a fake clock): skip to the end
+            if self.wdt is None:
+                raise RuntimeError("emulated CPU hang with no watchdog running: nothing would "
+                                   "ever reset it; start a machine.WDT or clear hang_after_s")
+            self.request_reset(WDT_RESET)
+        while True:
+            time.sleep(0.02)
+            self._check_wdt(self.now_ms())
 
     def _check_control(self, now):
         control = self._read("control.json")
@@ -351,6 +412,7 @@ class Emulation:
 
     def request_reset(self, cause, sleep_ms=0):
         """Leave the process like a reset: the launcher restarts it with this cause."""
+        self.wdt = None  # a reset (and deep sleep) stops the watchdog
         if self.dir:
             _write_json(self.dir + "/reset.json", {"cause": cause, "sleep_ms": sleep_ms})
             self.write_state()
@@ -369,6 +431,7 @@ def get():
         emu_dir = os.getenv("NT_EMU_DIR") or None
         config = _read_json(emu_dir + "/world.json") if emu_dir else None
         _current = Emulation(config, emu_dir)
+        _current.launched = emu_dir is not None
     return _current
 
 

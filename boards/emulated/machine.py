@@ -300,19 +300,21 @@ class SoftI2C(I2C):
 
 
 class WDT:
-    """Records feeds (state.json "wdt"); expiry is not enforced by the emulator yet."""
+    """The hardware watchdog: once started it cannot be stopped; not fed within `timeout` ms,
+    the board resets with WDT_RESET (emu.py). Feeds are in state.json "wdt"."""
 
     def __init__(self, id=0, timeout=5000):
         if timeout <= 0:
             raise ValueError("WDT timeout must be > 0 ms, got %r" % (timeout,))
         sim = _emu()
         self.timeout = timeout
-        self.fed_ms = sim.now_ms()
-        sim.wdt = self
-        sim.reporters["wdt"] = self._report
+        self.fed_ms = sim.poll()
+        sim.wdt_start(self)
 
     def feed(self):
-        self.fed_ms = _emu().poll()
+        sim = _emu()
+        self.fed_ms = sim.poll()
+        sim.wdt_fed()
 
     def _report(self):
         return {"timeout_ms": self.timeout, "fed_ms": self.fed_ms}

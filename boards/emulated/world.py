@@ -34,6 +34,9 @@ CONDITIONS = {
     "wifi_connect_ms": (200, "num", 0, 600000, "ms from connect() to an IP"),
     "wifi_rssi_dbm": (-60, "num", -120, 0, "dBm"),
     "faults": ({}, "faults", 0, 0, "{device name: absent|crc|stuck|noise|null}, merged"),
+    # A firmware hang (stuck in a driver, a flash fault): the CPU stops at this uptime, every
+    # boot, until only the watchdog (or a power cut) gets the board going again.
+    "hang_after_s": (0, "num", 0, 86400, "s of uptime the CPU hangs at, every boot; 0: never"),
 }
 CONDITIONS.update(world_air.CONDITIONS)
 CONDITIONS.update(world_drone.CONDITIONS)
@@ -44,12 +47,12 @@ FAULTS = ("absent", "crc", "stuck", "noise")
 ACTUATORS = {"pump_relay": "pump", "status_led": "status_led"}
 DIFFUSER_ROLES = tuple("diffuser_%d" % n for n in range(1, world_drone.DIFFUSERS + 1))
 TANK_SWITCH_ROLES = tuple("tank_switch_%d" % n for n in range(1, world_drone.TANKS + 1))
-INPUT_ROLES = ("soil_probe", "mq135") + TANK_SWITCH_ROLES
+INPUT_ROLES = ("soil_probe", "mq135", world_drone.ARM_ROLE) + TANK_SWITCH_ROLES
 # Pins of the buses: I2C bus 0 and 1, the 1-Wire bus (devices: boards/emulated/buses.py).
 BUS_ROLES = ("i2c_sda", "i2c_scl", "i2c1_sda", "i2c1_scl", "onewire")
 ROLES = tuple(ACTUATORS) + DIFFUSER_ROLES + INPUT_ROLES + BUS_ROLES
-# Float switches are usually wired switch-to-GND with a pull-up: active low unless told.
-_ACTIVE_LOW_DEFAULT = TANK_SWITCH_ROLES
+# Float and arm switches are usually wired switch-to-GND with a pull-up: active low unless told.
+_ACTIVE_LOW_DEFAULT = TANK_SWITCH_ROLES + (world_drone.ARM_ROLE,)
 
 VALUE_NAMES = ("air_temperature_c", "air_humidity_pct", "pressure_hpa", "voc_ppb",
                "soil_temperature_c", "soil_temperature_c_<n>")
@@ -281,11 +284,16 @@ class World:
         """Level an external circuit drives on an input pin, or None (nothing drives it: the
         pull decides). A closed float switch pulls its pin to its active level."""
         role = self._by_pin.get(pin)
-        if role not in TANK_SWITCH_ROLES:
+        if role == world_drone.ARM_ROLE:
+            closed = world_drone.arm_closed(self.conditions)
+        elif role in TANK_SWITCH_ROLES:
+            if now_s is not None:
+                self.step(now_s)
+            closed = world_drone.switch_closed(self.conditions,
+                                               int(role[len("tank_switch_"):]))
+        else:
             return None
-        if now_s is not None:
-            self.step(now_s)
-        if not world_drone.switch_closed(self.conditions, int(role[len("tank_switch_"):])):
+        if not closed:
             return None
         return 0 if self.wiring[role]["active_low"] else 1
 

@@ -10,6 +10,8 @@
 # Float switch of tank t: its contact is closed while tank_level_ml_<t> is at or above
 # tank_switch_threshold_ml_<t> and opens below it; within tank_slosh_ml of the threshold the
 # liquid sloshes and the contact chatters (what the driver's debounce is for).
+# Arm switch (the wiring role ARM_ROLE): its contact is closed while the payload is "armed"
+# (the flight controller or a key switch says the diffusers may run).
 #
 # MQ-135 (a tin-oxide sensor in a load-resistor divider, module powered at mq135_vc_v):
 #   ppm  = mq135_clean_air_ppm + voc_ppb * mq135_ppm_per_voc_ppb     (CO2-equivalent)
@@ -25,6 +27,7 @@ import random
 
 DIFFUSERS = 4
 TANKS = 2
+ARM_ROLE = "arm_switch"
 ADC_FULL_SCALE_V = 3.3  # what an ADC u16 of 65535 means (ESP32 at 11 dB, RP2040)
 VOC_MAX_PPB = 1000000
 
@@ -34,6 +37,7 @@ CONDITIONS = {
     "voc_background_ppb": (100.0, "num", 0, 100000, "ppb the air settles to"),
     "ventilation_per_s": (0.01, "num", 0, 10, "1/s, exponential decay rate of the excess VOC"),
     "tank_slosh_ml": (0.0, "num", 0, 10000, "ml band around a threshold where a switch chatters"),
+    "armed": (True, "bool", 0, 0, "the payload's arm switch is closed (diffusers may run)"),
     "mq135_heated_s": (0.0, "num", 0, 1000000000,
                        "s the MQ-135 heater has been on (a power cut: 0)"),
     "mq135_warmup_s": (60, "num", 0, 86400, "s until Rs settles after power-on"),
@@ -108,6 +112,11 @@ def switch_closed(c, tank):
     if slosh > 0 and abs(level - threshold) < slosh:
         return bool(random.getrandbits(1))
     return level >= threshold
+
+
+def arm_closed(c):
+    """Whether the arm switch's contact is closed (the payload is armed)."""
+    return bool(c["armed"])
 
 
 def mq135(c):

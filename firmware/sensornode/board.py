@@ -121,6 +121,13 @@ class Board:
     def tank_switches(self) -> "list[int]":
         return [n for n in range(1, 3) if self.has("tank_switch_%d" % n)]
 
+    def arm_switch(self) -> "Optional[Any]":
+        """Input of the drone payload's arm switch (pins.arm_switch), or None when the board
+        has none. Closed to GND = armed; the pull-up makes a broken wire read disarmed."""
+        if self.pins.get("arm_switch") is None:
+            return None
+        return machine.Pin(self._pin_id("arm_switch"), machine.Pin.IN, machine.Pin.PULL_UP)
+
     def _output(self, role: str, active_low: bool) -> "Any":
         # value= sets the output register before the driver is enabled: no glitch at boot.
         return machine.Pin(self._pin_id(role), machine.Pin.OUT, value=1 if active_low else 0)

@@ -3,6 +3,7 @@
 import json
 
 from sensornode import cmdauth, component, protocol
+from sensornode.safety_limits import SafetyConfigError, parse_limits
 
 CONFIG_FILE = "config.json"
 
@@ -42,13 +43,24 @@ DEFAULTS = {
     # Readings and events wait here (on flash) until the broker has them; when full, the
     # oldest are dropped and reported.
     "outbox": {"max_bytes": 65536},
+    # Battery garden nodes: wake, measure, report (or keep in the outbox), switch everything
+    # off and deep-sleep this long (sensornode.deepsleep). 0: always on.
+    "power": {"deep_sleep_s": 0},
     # Per sensor component (soil, sht4x, bme680, sgp40, ds18b20, mq135, tank_switch_1, ...):
     # {"interval_s": 10, "fail_after": 3, "stuck_after": 0, "backoff_max_s": 300,
     #  "filters": [{"median": 5}, {"delta": 0.5, "heartbeat_s": 300}]}
     "sensors": {},
+    # The safety layer's limits (sensornode.safety_limits): failsafe_s and per actuator
+    # max_on_s, min_off_s, duty caps, water budget and interlock inputs. Unset pump and
+    # diffuser limits come from irrigation.max_run_s and diffusers.max_duty_pct/max_run_s.
+    "safety": {},
+    # Garden nodes: the per-plant profile the node waters by while the gateway is unreachable
+    # (sensornode.autonomy: name, moisture_low, moisture_high, soak_s, max_run_s,
+    # budget_l_per_day, flow_l_per_min, takeover_s). Empty: the node never waters by itself.
+    "autonomy": {},
 }
 # Fields whose content is free-form here and checked by the module that owns it.
-_OPEN_FIELDS = ("sensors",)
+_OPEN_FIELDS = ("sensors", "safety", "autonomy")
 
 
 class ConfigError(ValueError):
@@ -124,6 +136,29 @@ def _check_cmd_key(errors, key):
         )
 
 
+def _check_safety(errors, section):
+    try:
+        parse_limits(section)
+    except SafetyConfigError as exc:
+        errors.append(str(exc))
+
+
+def _check_autonomy(errors, cfg):
+    profile = cfg["autonomy"]
+    if profile == {}:
+        return
+    if cfg["role"] != "garden":
+        errors.append("autonomy: only a garden node waters by itself; remove it from this "
+                      "%s node's config" % cfg["role"])
+        return
+    from sensornode.autonomy import check_profile  # only nodes that water by themselves
+
+    try:
+        check_profile(profile)
+    except ValueError as exc:
+        errors.append(str(exc))
+
+
 def _lookup(cfg, path):
     value = cfg
     for part in path.split("."):
@@ -170,7 +205,13 @@ def validate(given):
     _check_int(errors, cfg, "mq135.warmup_s", 0, 172800)
     _check_int(errors, cfg, "ds18b20.resolution", 9, 12)
     _check_int(errors, cfg, "outbox.max_bytes", 8192, 4194304)
+    _check_int(errors, cfg, "power.deep_sleep_s", 0, 86400)
+    if cfg["power"]["deep_sleep_s"] != 0 and cfg["role"] != "garden":
+        errors.append("power.deep_sleep_s: only garden nodes deep-sleep (a %s node's payload "
+                      "needs it awake); set 0" % cfg["role"])
     _check_sensors(errors, cfg["sensors"])
+    _check_safety(errors, cfg["safety"])
+    _check_autonomy(errors, cfg)
     if not errors and cfg["soil"]["dry_raw"] <= cfg["soil"]["wet_raw"]:
         errors.append(
             "soil.dry_raw: must be above soil.wet_raw (capacitive probes read lower in "
@@ -193,4 +234,19 @@ def load(path=CONFIG_FILE):
         given = json.loads(text)
     except ValueError as exc:
         raise ConfigError("%s: not valid JSON (%s)" % (path, exc)) from None
-    return validate(given)
+    cfg = validate(given)
+    # What the gateway's desired config set (sensornode.desired), over the file's own fields.
+    from sensornode import desired
+
+    version, overrides = desired.load(path[: len(path) - len(CONFIG_FILE)]
+                                      if path.endswith(CONFIG_FILE) else "")
+    if overrides and isinstance(given, dict):
+        merged = dict(given)
+        merged.update(overrides)
+        try:
+            cfg = validate(merged)
+        except ConfigError as exc:  # never stop a node over it: run on the file alone
+            print("[config] desired config %s not applied: %s" % (version, exc))
+            version = ""
+    cfg["config_version"] = version
+    return cfg

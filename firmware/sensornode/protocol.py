@@ -65,10 +65,13 @@ MULTI_QUANTITIES = ("soil_temperature", "diffuser_duty", "tank_ok")
 MAX_CHANNELS = 8
 _CHANNEL_SUFFIXES = tuple(str(n) for n in range(1, MAX_CHANNELS + 1))
 
-ACTIONS = ("irrigate", "diffuse")
+ACTIONS = ("irrigate", "diffuse", "setpoint", "estop", "reset_estop", "clear_safe_mode")
 MAX_IRRIGATE_S = 3600
 MAX_DIFFUSE_S = 3600
 DIFFUSER_CHANNELS = 4
+# setpoint quantity: (lowest, highest target); the same ranges as sensornode.aroma's loop.
+SETPOINT_QUANTITIES = {"voc_index": (1.0, 500.0), "gas_ratio": (0.1, 100.0)}
+MAX_REASON = 200  # characters of an operator's reason (estop, its reset)
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
 _MAX_NAME = 32
 
@@ -258,7 +261,8 @@ def decode_telemetry(payload: "bytes | str") -> "list[dict[str, Any]]":
 
 # ---- events -------------------------------------------------------------------------------
 
-EVENT_KINDS = ("actuator", "fault", "boot")
+# autonomy: what a garden node did on its own while the gateway was away, reported once back.
+EVENT_KINDS = ("actuator", "fault", "boot", "autonomy", "config")
 
 
 def encode_event(
@@ -300,14 +304,18 @@ def encode_command(
     ts: float,
     node: str = "",
     counter: int = 0,
+    expires: float = 0,
 ) -> bytes:
     """A command without its signature: the bytes the gateway signs (see sign_command).
-    node and counter are left out when empty (a node refuses such a command)."""
+    node and counter are left out when empty (a node refuses such a command); expires (Unix
+    s, after which the node refuses it as stale) when 0."""
     obj = {"id": cmd_id, "action": action, "params": params, "ts": ts}
     if node:
         obj["node"] = node
     if counter:
         obj["counter"] = counter
+    if expires:
+        obj["expires"] = expires
     return dump(obj)
 
 
@@ -349,22 +357,68 @@ def decode_command(payload: "bytes | str") -> "dict[str, Any]":
     params = field(obj, "cmd", "params")
     if not isinstance(params, dict):
         raise ProtocolError("cmd.params: must be an object")
-    checked = {}
-    if action == "irrigate":
-        checked["seconds"] = int_field(params, "cmd.params", "seconds", 1, MAX_IRRIGATE_S)
-    elif action == "diffuse":
-        checked["channel"] = int_field(params, "cmd.params", "channel", 1, DIFFUSER_CHANNELS)
-        checked["duty_pct"] = int_field(params, "cmd.params", "duty_pct", 0, 100)
-        checked["seconds"] = int_field(params, "cmd.params", "seconds", 1, MAX_DIFFUSE_S)
+    ts = timestamp(obj, "cmd")
+    expires = None
+    if "expires" in obj:
+        expires = obj["expires"]
+        if not is_number(expires) or not ts < expires < 1e10:
+            raise ProtocolError(
+                "cmd.expires: must be a Unix time in seconds after the command's ts (%s), "
+                "got %r" % (ts, expires)
+            )
+        expires = float(expires)
     return {
         "id": cmd_id,
         "action": action,
-        "params": checked,
-        "ts": timestamp(obj, "cmd"),
+        "params": _command_params(action, params),
+        "ts": ts,
         "node": node,
         "counter": counter,
         "sig": sig,
+        "expires": expires,
     }
+
+
+def _command_params(action: str, params: "dict[str, Any]") -> "dict[str, Any]":
+    checked = {}  # type: dict[str, Any]
+    where = "cmd.params"
+    if action == "irrigate":
+        checked["seconds"] = int_field(params, where, "seconds", 1, MAX_IRRIGATE_S)
+    elif action == "diffuse":
+        checked["channel"] = int_field(params, where, "channel", 1, DIFFUSER_CHANNELS)
+        checked["duty_pct"] = int_field(params, where, "duty_pct", 0, 100)
+        checked["seconds"] = int_field(params, where, "seconds", 1, MAX_DIFFUSE_S)
+    elif action == "setpoint":
+        checked["channel"] = int_field(params, where, "channel", 1, DIFFUSER_CHANNELS)
+        quantity = choice_field(params, where, "quantity", tuple(sorted(SETPOINT_QUANTITIES)))
+        checked["quantity"] = quantity
+        target = field(params, where, "target")
+        low, high = SETPOINT_QUANTITIES[quantity]
+        if target is not None and (not is_number(target) or not low <= target <= high):
+            raise ProtocolError(
+                "%s.target: must be a %s from %s to %s, or null to switch the loop off, "
+                "got %r" % (where, quantity, low, high, target)
+            )
+        checked["target"] = None if target is None else float(target)
+    elif action == "estop":
+        checked["reason"] = _reason(params, where)
+    # reset_estop and clear_safe_mode take no params.
+    for key in params:
+        if key not in checked:
+            raise ProtocolError(
+                "%s.%s: %s takes no such parameter (it takes: %s)"
+                % (where, key, action, ", ".join(sorted(checked)) or "none")
+            )
+    return checked
+
+
+def _reason(obj: "dict[str, Any]", where: str) -> str:
+    reason = optional_text(obj, where, "reason")
+    if len(reason) > MAX_REASON:
+        raise ProtocolError(
+            "%s.reason: must be at most %d characters, got %d" % (where, MAX_REASON, len(reason))
+        )
+    return reason
 
 
 ACK_RESULTS = ("started", "done", "refused", "error")
@@ -439,3 +493,30 @@ def _ts_digits_ms(text: str, ts: float) -> int:
     if ms < 0 or abs(ms / 1000 - ts) > ts * 1e-6:
         ms = round(ts * 1000)
     return ms
+
+
+# ---- estop (site-wide, gateway/CLI -> nodes, QoS 1, retained) -------------------------------
+
+MAX_BY = 32
+
+
+def encode_estop(latched: bool, by: str, ts: float, reason: str = "") -> bytes:
+    obj = {"latched": latched, "by": by, "ts": round(ts, 3)}  # type: dict[str, Any]
+    if reason:
+        obj["reason"] = reason
+    payload = dump(obj)
+    decode_estop(payload)  # what is sent must be what every node accepts
+    return payload
+
+
+def decode_estop(payload: "bytes | str") -> "dict[str, Any]":
+    """{"latched", "by", "ts", "reason"}. A node takes a payload this refuses as latched
+    (docs/protocol.md, "estop"): the safe reading of nonsense on this topic is "stop"."""
+    obj = load(payload, "estop")
+    latched = bool_field(obj, "estop", "latched")
+    by = str_field(obj, "estop", "by", MAX_BY)
+    for ch in by:
+        if ord(ch) < 32 or ord(ch) == 127:
+            raise ProtocolError("estop.by: must be printable text, got %r" % by)
+    return {"latched": latched, "by": by, "ts": timestamp(obj, "estop"),
+            "reason": _reason(obj, "estop")}

@@ -11,6 +11,7 @@ DECODERS = {
     "cmd": protocol.decode_command,
     "ack": protocol.decode_ack,
     "time": protocol.decode_time,
+    "estop": protocol.decode_estop,
 }
 
 
