@@ -20,6 +20,7 @@ from edge_gateway.daemon import Daemon
 from edge_gateway.export import add_export_parser
 from edge_gateway.gaps import DROPPED, Gap, list_gaps
 from edge_gateway.ingest import Gateway, GatewayError
+from edge_gateway.registry import short_duration
 from edge_gateway.signing import KeyFileError, KeyRing, Signer
 from edge_gateway.store import NodeInfo, Reading, Store, StoreError
 
@@ -249,7 +250,7 @@ def format_gaps(gaps: Sequence[Gap]) -> str:
     rows = [header]
     for gap in gaps:
         if gap.filled_at is not None:
-            state = f"filled {_duration(gap.filled_at - gap.detected_at)} later"
+            state = f"filled {short_duration(gap.filled_at - gap.detected_at)} later"
         elif gap.missing < gap.size:
             state = f"open, {gap.missing} still missing"
         else:
@@ -266,18 +267,10 @@ def format_gaps(gaps: Sequence[Gap]) -> str:
     )
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 def _age(then: float | None, now: float) -> str:
     if then is None:
         return "never"
-    return f"{_duration(now - then)} ago"
+    return f"{short_duration(now - then)} ago"
 
 
 def _irrigate(args: argparse.Namespace) -> int:

@@ -189,15 +189,17 @@ def _log_away(state: NodeState, now: float) -> None:
                     "from it", state.node)
     else:
         log.warning("node %s went away: nothing heard for %s and no last will (stale after "
-                    "%gs)", state.node, _duration(now - state.last_seen), state.stale_after_s)
+                    "%gs)", state.node, short_duration(now - state.last_seen),
+                    state.stale_after_s)
 
 
 def _since(state: NodeState, now: float) -> str:
     began = state.changed_at if state.availability == OFFLINE else state.last_seen
-    return "?" if began is None else _duration(now - began)
+    return "?" if began is None else short_duration(now - began)
 
 
-def _duration(seconds: float) -> str:
+def short_duration(seconds: float) -> str:
+    """E.g. 45s, 12m, 3h, 2d."""
     seconds = max(0, int(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
