@@ -30,7 +30,9 @@ ARM_PIN = 23  # free on the emulated ESP32 drone wiring
 
 def drone_profile(arm_pin: int | None = ARM_PIN) -> dict[str, Any]:
     profile: dict[str, Any] = json.loads((BOARDS_DIR / "emulated" / "drone.json").read_text())
-    if arm_pin is not None:
+    if arm_pin is None:
+        del profile["pins"]["arm_switch"]
+    else:
         profile["pins"]["arm_switch"] = arm_pin
     return profile
 
