@@ -16,20 +16,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import secrets
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 from sensornode import protocol
 
 from edge_gateway import audit, config_cli, settings
-from edge_gateway.commands import CommandError, InvalidCommand
+from edge_gateway.commands import CommandError, InvalidCommand, connect
 from edge_gateway.config_desired import desired_node_configs
 from edge_gateway.store import Store
 
@@ -145,30 +140,9 @@ def publish_retained(host: str, port: int, messages: Sequence[tuple[str, bytes]]
     (PUBACK), CommandError otherwise. `timeout_s` bounds the whole exchange."""
     broker = f"{host}:{port}"
     deadline = time.monotonic() + timeout_s
-    connected = threading.Event()
-    refusals: list[str] = []
-
-    def on_connect(client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
-                   reason_code: ReasonCode, properties: Properties | None) -> None:
-        if reason_code.is_failure:
-            refusals.append(f"broker {broker} refused the connection: {reason_code}")
-        connected.set()
-
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"neoterra-cli-"
-                         f"{secrets.token_hex(4)}", clean_session=True, protocol=mqtt.MQTTv311)
-    if username is not None:
-        client.username_pw_set(username, password)
-    client.on_connect = on_connect
+    client = connect(host, port, f"neoterra-cli-{secrets.token_hex(4)}", username, password,
+                     deadline)
     try:
-        client.connect(host, port, keepalive=KEEPALIVE_S)
-    except OSError as exc:
-        raise CommandError(f"cannot reach the MQTT broker at {broker}: {exc}") from exc
-    client.loop_start()
-    try:
-        if not connected.wait(max(0.0, deadline - time.monotonic())):
-            raise CommandError(f"no answer from the MQTT broker at {broker}")
-        if refusals:
-            raise CommandError(refusals[0])
         sent = [client.publish(topic, payload, qos=1, retain=True)
                 for topic, payload in messages]
         for info, (topic, _) in zip(sent, messages, strict=True):

@@ -122,16 +122,9 @@ def _exchange(host: str, port: int, site: str, node: str, cmd_id: str, topic: st
     deadline = time.monotonic() + timeout_s
     broker = f"{host}:{port}"
 
-    connected = threading.Event()
     subscribed = threading.Event()
     refusals: list[str] = []
     acks: queue.Queue[dict[str, Any]] = queue.Queue()
-
-    def on_connect(client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
-                   reason_code: ReasonCode, properties: Properties | None) -> None:
-        if reason_code.is_failure:
-            refusals.append(f"broker {broker} refused the connection: {reason_code}")
-        connected.set()
 
     def on_subscribe(client: mqtt.Client, userdata: Any, mid: int,
                      reason_codes: list[ReasonCode], properties: Properties | None) -> None:
@@ -147,24 +140,12 @@ def _exchange(host: str, port: int, site: str, node: str, cmd_id: str, topic: st
         if ack["id"] == cmd_id:
             acks.put(ack)
 
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"neoterra-cmd-{cmd_id}",
-        clean_session=True,
-        protocol=mqtt.MQTTv311,
-    )
-    if username is not None:
-        client.username_pw_set(username, password)
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
-    client.on_message = on_message
+    def setup(client: mqtt.Client) -> None:
+        client.on_subscribe = on_subscribe
+        client.on_message = on_message
+
+    client = connect(host, port, f"neoterra-cmd-{cmd_id}", username, password, deadline, setup)
     try:
-        client.connect(host, port, keepalive=KEEPALIVE_S)
-    except OSError as exc:
-        raise CommandError(f"cannot reach the MQTT broker at {broker}: {exc}") from exc
-    client.loop_start()
-    try:
-        _wait(connected, deadline, refusals, f"no answer from the MQTT broker at {broker}")
         client.subscribe(ack_topic, qos=1)
         _wait(subscribed, deadline, refusals, f"the MQTT broker at {broker} did not confirm "
               f"the subscription to {ack_topic}")
@@ -180,6 +161,42 @@ def _exchange(host: str, port: int, site: str, node: str, cmd_id: str, topic: st
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def connect(host: str, port: int, client_id: str, username: str | None, password: str | None,
+            deadline: float, setup: Callable[[mqtt.Client], None] | None = None) -> mqtt.Client:
+    """A short-lived paho client (clean session), connected and running by `deadline`, or
+    CommandError / CommandTimeout. `setup` adds the caller's callbacks before the connect; the
+    caller disconnects and stops its loop when done."""
+    broker = f"{host}:{port}"
+    connected = threading.Event()
+    refusals: list[str] = []
+
+    def on_connect(client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                   reason_code: ReasonCode, properties: Properties | None) -> None:
+        if reason_code.is_failure:
+            refusals.append(f"broker {broker} refused the connection: {reason_code}")
+        connected.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
+                         protocol=mqtt.MQTTv311)
+    if username is not None:
+        client.username_pw_set(username, password)
+    client.on_connect = on_connect
+    if setup is not None:
+        setup(client)
+    try:
+        client.connect(host, port, keepalive=KEEPALIVE_S)
+    except OSError as exc:
+        raise CommandError(f"cannot reach the MQTT broker at {broker}: {exc}") from exc
+    client.loop_start()
+    try:
+        _wait(connected, deadline, refusals, f"no answer from the MQTT broker at {broker}")
+    except CommandError:
+        client.disconnect()
+        client.loop_stop()
+        raise
+    return client
 
 
 def _wait(event: threading.Event, deadline: float, refusals: list[str], what: str) -> None:
