@@ -8,7 +8,6 @@ setting it needs, and a daemon should not change with its environment).
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from edge_gateway.config import Config, load_config
 from edge_gateway.config_checks import ConfigErrors
 from edge_gateway.config_desired import desired_node_configs
 from edge_gateway.configerror import ConfigError
+from edge_gateway.localhw import parse_local_hardware
+from edge_gateway.rules import parse_rules
 from edge_gateway.writer import DEFAULT_LINGER_S, DEFAULT_MAX_BATCH
 
 
@@ -30,13 +31,11 @@ def _rules_context(config: Config) -> dict[str, Any]:
     return {"known_nodes": frozenset(config.nodes), "flow_l_per_min": flows}
 
 
-# Sections other modules parse: (section, module, function, raw table, keyword arguments);
-# checked here when those modules are installed (config.py itself does not import them).
-SECTION_PARSERS: tuple[tuple[str, str, str, Callable[[Config], Mapping[str, Any]],
+# Sections other modules parse: (section, parser, raw table, keyword arguments).
+SECTION_PARSERS: tuple[tuple[str, Callable[..., object], Callable[[Config], Mapping[str, Any]],
                              Callable[[Config], dict[str, Any]]], ...] = (
-    ("rules", "edge_gateway.rules", "parse_rules", lambda c: c.rules_table, _rules_context),
-    ("local_hardware", "edge_gateway.localhw", "parse_local_hardware",
-     lambda c: c.local_hardware_table, lambda c: {}),
+    ("rules", parse_rules, lambda c: c.rules_table, _rules_context),
+    ("local_hardware", parse_local_hardware, lambda c: c.local_hardware_table, lambda c: {}),
 )
 
 
@@ -106,10 +105,9 @@ def full_check(path: Path) -> Config:
     """load_config, then the sections other modules own, all problems reported together."""
     config = load_config(path)
     errors: list[ConfigError] = []
-    for section, module_name, function, table_of, context in SECTION_PARSERS:
+    for section, parse, table_of, context in SECTION_PARSERS:
         table = table_of(config)
-        parse = _section_parser(module_name, function)
-        if parse is None or not table:
+        if not table:
             continue
         try:
             parse(dict(table), **context(config))
@@ -124,17 +122,6 @@ def full_check(path: Path) -> Config:
     if errors:
         raise ConfigErrors(errors, str(path))
     return config
-
-
-def _section_parser(module_name: str, function: str) -> Callable[..., object] | None:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return None  # not part of this installation: its section is kept unchecked
-        raise
-    parse: Callable[..., object] | None = getattr(module, function, None)
-    return parse
 
 
 def check_config(args: argparse.Namespace) -> int:
