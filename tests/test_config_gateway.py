@@ -9,11 +9,11 @@ import shutil
 import subprocess
 import sys
 import tomllib
-import types
 from pathlib import Path
 
 import pytest
 
+from edge_gateway import config_cli
 from edge_gateway.config import Config, load_config
 from edge_gateway.config_checks import ConfigErrors
 from edge_gateway.config_cli import full_check
@@ -265,8 +265,9 @@ def test_full_check_adds_the_problems_of_sections_other_modules_parse(
         seen.append((table, context))
         raise ConfigError("rules.dry_bed.when", "no trigger", "give below or above")
 
-    monkeypatch.setitem(sys.modules, "edge_gateway.rules",
-                        types.SimpleNamespace(parse_rules=parse_rules))
+    monkeypatch.setattr(config_cli, "SECTION_PARSERS", tuple(
+        (name, parse_rules if name == "rules" else parse, table_of, context)
+        for name, parse, table_of, context in config_cli.SECTION_PARSERS))
     path = write(tmp_path, GARDEN + '[nodes.drone-1]\nrole = "drone"\n'
                                     "[rules.dry_bed]\nwhen = 1\n")
     assert load_config(path).rules_table["dry_bed"] == {"when": 1}  # load_config alone: raw
